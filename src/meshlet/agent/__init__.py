@@ -1,0 +1,1 @@
+"""The node agent: listeners, routing, balancing, tunnels, forwarding, admin API."""
