@@ -1,0 +1,1 @@
+"""Programs of the ``meshlet up`` demo, run as subprocesses (``python -m meshlet.demo.echo``)."""
