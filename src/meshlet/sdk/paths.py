@@ -12,6 +12,7 @@ The node agent gives every workload a directory (mounted at ``/meshlet`` in Kube
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,13 +64,14 @@ def server_socket_path(
 
 
 def _check_service_name(service: str) -> None:
-    if service.count(".") == 2:
+    # A service name is exactly the first label of a service ID: reuse the wire rules.
+    with contextlib.suppress(InvalidServiceId):
+        parse_service_id(service)
         raise ValueError(
-            f"{service!r} looks like a service ID; a server listens for a service name, "
-            f"the first part of the ID (here {service.split('.')[0]!r})"
+            f"{service!r} is a service ID; a server listens for a service name, the first "
+            f"part of the ID (here {service.split('.')[0]!r})"
         )
     try:
-        # A service name is exactly the first label of a service ID: reuse the wire rules.
         parse_service_id(f"{service}.x.x")
     except InvalidServiceId:
         raise ValueError(

@@ -176,6 +176,8 @@ class _SocketStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
+        # httpcore leaves closing the stream to a failing start_tls.
+        self.close()
         raise httpcore.ConnectError(_TLS_UNSUPPORTED)
 
     def get_extra_info(self, info: str) -> Any:
@@ -256,6 +258,8 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        # httpcore leaves closing the stream to a failing start_tls.
+        await self.aclose()
         raise httpcore.ConnectError(_TLS_UNSUPPORTED)
 
     def get_extra_info(self, info: str) -> Any:
