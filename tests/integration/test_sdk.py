@@ -560,3 +560,16 @@ async def test_httpx_async_https_is_refused_with_an_explanation(
     async with httpx.AsyncClient(transport=sdk.AsyncMeshletTransport(meshlet_dir=workdir)) as c:
         with pytest.raises(httpx.ConnectError, match="http://"):
             await c.get(f"https://{ECHO}/")
+
+
+async def test_shutdown_of_a_server_never_started_returns_at_once(workdir: Path) -> None:
+    await sdk.UnixServer("echo", echo_id, meshlet_dir=workdir).shutdown()
+
+
+async def test_concurrent_shutdowns_both_return_once_the_server_is_closed(
+    workdir: Path,
+) -> None:
+    server = sdk.UnixServer("echo", echo_id, meshlet_dir=workdir)
+    await server.start()
+    await asyncio.gather(server.shutdown(), server.shutdown())
+    assert not server.path.exists()

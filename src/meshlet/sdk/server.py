@@ -177,7 +177,9 @@ class UnixServer:
 
         ``timeout`` defaults to the ``shutdown_timeout`` given to the constructor.
         """
-        if self._server is None or self.closing.is_set():
+        if self._server is None:
+            return
+        if self.closing.is_set():  # another shutdown is under way: wait for it
             await self._closed.wait()
             return
         self.closing.set()
