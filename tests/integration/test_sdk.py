@@ -573,3 +573,37 @@ async def test_concurrent_shutdowns_both_return_once_the_server_is_closed(
     await server.start()
     await asyncio.gather(server.shutdown(), server.shutdown())
     assert not server.path.exists()
+
+
+@pytest.fixture
+def stuck_agent(workdir: Path) -> Iterator[Path]:
+    """An agent socket that never accepts, with its backlog already full."""
+    (workdir / "client").mkdir()
+    path = workdir / "client" / "meshless"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(0)
+        fillers = []
+        while True:  # fill the backlog: the next connect would block (EAGAIN)
+            filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            fillers.append(filler)
+            try:
+                filler.connect(str(path))
+            except BlockingIOError:
+                break
+        yield workdir
+        for filler in fillers:
+            filler.close()
+
+
+def test_connect_times_out_when_the_agent_does_not_accept(stuck_agent: Path) -> None:
+    with pytest.raises(sdk.ConnectTimeout, match="meshless"):
+        sdk.connect(ECHO, meshlet_dir=stuck_agent, connect_timeout=0.1)
+
+
+async def test_open_connection_times_out_when_the_agent_does_not_accept(
+    stuck_agent: Path,
+) -> None:
+    with pytest.raises(sdk.ConnectTimeout, match="meshless"):
+        await sdk.open_connection(ECHO, meshlet_dir=stuck_agent, connect_timeout=0.1)

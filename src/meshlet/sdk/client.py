@@ -103,13 +103,21 @@ async def open_connection(
     """
     request = _encode_request(service_id)
     path = str(client_socket_path(meshlet_dir))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        sock.setblocking(False)
         async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_unix_connection(path, limit=limit)
+            # Not asyncio's own connect: on EAGAIN it waits for writability, which a Unix
+            # socket reports at once, and then hands out a socket that is not connected.
+            while not _try_connect(sock, path):
+                await asyncio.sleep(_BACKLOG_RETRY_DELAY)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=limit)
     except TimeoutError:
+        sock.close()
         raise ConnectTimeout(path, connect_timeout) from None
-    except OSError as exc:
-        raise AgentUnavailable(path, exc.strerror or str(exc)) from exc
+    except BaseException:
+        sock.close()
+        raise
     try:
         try:
             async with asyncio.timeout(handshake_timeout):
@@ -144,14 +152,24 @@ def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
             raise ConnectTimeout(path, timeout)
         sock.settimeout(remaining)
         try:
-            sock.connect(path)
-            return
+            if _try_connect(sock, path):
+                return
         except TimeoutError:
             raise ConnectTimeout(path, timeout) from None
-        except BlockingIOError:
-            time.sleep(min(_BACKLOG_RETRY_DELAY, remaining))
-        except OSError as exc:
-            raise AgentUnavailable(path, exc.strerror or str(exc)) from exc
+        time.sleep(min(_BACKLOG_RETRY_DELAY, remaining))
+
+
+def _try_connect(sock: socket.socket, path: str) -> bool:
+    """Connect; ``False`` when the agent's backlog is full (EAGAIN) and it is worth retrying."""
+    try:
+        sock.connect(path)
+    except BlockingIOError:
+        return False
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise AgentUnavailable(path, exc.strerror or str(exc)) from exc
+    return True
 
 
 def _feed(parser: ReplyParser, data: bytes, service_id: str) -> ReplyCode | None:
