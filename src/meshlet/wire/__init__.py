@@ -2,8 +2,11 @@
 
 - :mod:`meshlet.wire.handshake`: the Meshless client handshake (seed 000), byte for byte.
 - :mod:`meshlet.wire.service_id`: ``<service>.<meshlet>.<namespace>`` parsing.
+- :mod:`meshlet.wire.frames`: the agent-to-agent tunnel framing and stream-open payloads.
+- :mod:`meshlet.wire.mux`: one tunnel connection (many streams) as a sans-IO state machine.
 """
 
+from meshlet.wire.frames import OpenRequest
 from meshlet.wire.handshake import (
     PROTOCOL_VERSION,
     HandshakeError,
@@ -19,6 +22,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "HandshakeError",
     "InvalidServiceId",
+    "OpenRequest",
     "ReplyCode",
     "ReplyParser",
     "RequestParser",

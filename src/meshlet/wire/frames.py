@@ -1,0 +1,327 @@
+"""Tunnel framing between agents (yamux-shaped), and the stream-open payloads.
+
+Every frame starts with a 12-byte big-endian header::
+
+    version (1) = 0 | type (1) | flags (2) | stream id (4) | length (4)
+
+For ``DATA``, ``OPEN`` and ``OPEN_REPLY`` the length is the size of the payload that follows.
+For ``WINDOW_UPDATE``, ``PING``, ``GO_AWAY``, ``RESET`` and ``CLOSE`` no payload follows; the
+length field carries the frame's value (a window increment, an opaque ping value, a go-away code,
+a reset code; zero for ``CLOSE``). ``docs/protocol.md`` is the full specification.
+
+This module is stateless: :class:`FrameReader` cuts a byte stream into :class:`Frame` objects
+and rejects anything malformed *on its own* (unknown version or type, a payload longer than
+allowed, a stream id where none belongs). Rules that need state (windows, which streams exist)
+live in :mod:`meshlet.wire.mux`.
+
+The ``OPEN`` payload opens a stream::
+
+    VER=1 (1) | LEN (1) | service id | LEN (1) | endpoint workload "<ns>/<name>" |
+    LEN (2) | metadata (UTF-8 JSON object of string to string; empty when LEN is 0)
+
+and ``OPEN_REPLY`` answers it with ``VER=1 (1) | CODE (1)``, the codes of
+:class:`meshlet.wire.handshake.ReplyCode`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
+from typing import NamedTuple
+
+from meshlet.wire.handshake import HandshakeError, ReplyCode
+from meshlet.wire.service_id import InvalidServiceId, parse_service_id
+
+__all__ = [
+    "FRAME_VERSION",
+    "HEADER",
+    "HEADER_SIZE",
+    "INITIAL_WINDOW",
+    "MAX_DATA_PAYLOAD",
+    "MAX_OPEN_PAYLOAD",
+    "OPEN_VERSION",
+    "Flag",
+    "Frame",
+    "FrameError",
+    "FrameReader",
+    "FrameType",
+    "GoAwayCode",
+    "OpenRequest",
+    "ResetCode",
+    "decode_open",
+    "decode_open_reply",
+    "encode_frame",
+    "encode_open",
+    "encode_open_reply",
+]
+
+FRAME_VERSION = 0
+OPEN_VERSION = 1
+HEADER = struct.Struct(">BBHII")
+HEADER_SIZE = HEADER.size
+#: The largest DATA payload a receiver accepts; a sender splits larger writes.
+MAX_DATA_PAYLOAD = 256 * 1024
+#: The largest OPEN payload (service id, workload and metadata together).
+MAX_OPEN_PAYLOAD = 64 * 1024
+#: The receive window every stream starts with, in each direction. A receiver that wants a
+#: larger window grants the difference with a WINDOW_UPDATE right after OPEN / OPEN_REPLY.
+INITIAL_WINDOW = 256 * 1024
+_MAX_WINDOW = 2**31 - 1
+
+
+class FrameType(IntEnum):
+    DATA = 0
+    WINDOW_UPDATE = 1
+    PING = 2
+    GO_AWAY = 3
+    OPEN = 4
+    OPEN_REPLY = 5
+    CLOSE = 6
+    RESET = 7
+
+
+class Flag(IntFlag):
+    NONE = 0
+    #: On PING: this is the answer to a ping with the same value.
+    ACK = 0x1
+
+
+class GoAwayCode(IntEnum):
+    NORMAL = 0
+    PROTOCOL_ERROR = 1
+    INTERNAL_ERROR = 2
+
+
+class ResetCode(IntEnum):
+    #: The sender abandoned the stream (an application abort).
+    CANCEL = 0
+    #: The stream was not processed (the receiver is going away or at its stream limit); the
+    #: opener may retry it on another connection.
+    REFUSED = 1
+    #: The receiver broke while handling the stream.
+    INTERNAL_ERROR = 2
+
+
+class FrameError(ValueError):
+    """The bytes are not a valid frame; the connection must end with GO_AWAY(PROTOCOL_ERROR)."""
+
+
+class Frame(NamedTuple):
+    type: FrameType
+    flags: int
+    stream_id: int
+    #: The length field: the payload size for DATA/OPEN/OPEN_REPLY, else the frame's value.
+    value: int
+    payload: bytes = b""
+
+
+def encode_frame(
+    frame_type: FrameType, stream_id: int, value: int = 0, payload: bytes = b"", flags: int = 0
+) -> bytes:
+    """One frame. For payload frames ``value`` is ignored and the payload length is written."""
+    if frame_type in _PAYLOAD_TYPES:
+        return HEADER.pack(FRAME_VERSION, frame_type, flags, stream_id, len(payload)) + payload
+    return HEADER.pack(FRAME_VERSION, frame_type, flags, stream_id, value)
+
+
+_PAYLOAD_TYPES = frozenset((FrameType.DATA, FrameType.OPEN, FrameType.OPEN_REPLY))
+# Largest payload per type; None for frames whose length field is a value.
+_MAX_PAYLOAD: dict[int, int | None] = {
+    FrameType.DATA: MAX_DATA_PAYLOAD,
+    FrameType.OPEN: MAX_OPEN_PAYLOAD,
+    FrameType.OPEN_REPLY: 2,
+    FrameType.WINDOW_UPDATE: None,
+    FrameType.PING: None,
+    FrameType.GO_AWAY: None,
+    FrameType.CLOSE: None,
+    FrameType.RESET: None,
+}
+_SESSION_TYPES = frozenset((FrameType.PING, FrameType.GO_AWAY))
+_TYPES = {int(t): t for t in FrameType}
+
+
+class FrameReader:
+    """Bytes in, frames out. Keeps a partial frame between calls.
+
+    :meth:`feed` raises :class:`FrameError` on the first malformed header; what follows it is
+    never looked at (the connection is over).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        buf = self._buffer
+        if buf:
+            buf += data
+            view: bytes | bytearray = buf
+        else:
+            view = data
+        frames: list[Frame] = []
+        pos = 0
+        end = len(view)
+        unpack = HEADER.unpack_from
+        while end - pos >= HEADER_SIZE:
+            version, raw_type, flags, stream_id, value = unpack(view, pos)
+            frame_type = self._check(version, raw_type, stream_id, value)
+            if frame_type in _PAYLOAD_TYPES:
+                stop = pos + HEADER_SIZE + value
+                if stop > end:
+                    break
+                payload = bytes(view[pos + HEADER_SIZE : stop])
+                frames.append(Frame(frame_type, flags, stream_id, value, payload))
+                pos = stop
+            else:
+                frames.append(Frame(frame_type, flags, stream_id, value))
+                pos += HEADER_SIZE
+        if buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += data[pos:]
+        return frames
+
+    def _check(self, version: int, raw_type: int, stream_id: int, value: int) -> FrameType:
+        if version != FRAME_VERSION:
+            raise FrameError(f"frame version {version} is not supported (expected 0)")
+        frame_type = _TYPES.get(raw_type)
+        if frame_type is None:
+            raise FrameError(f"unknown frame type {raw_type}")
+        limit = _MAX_PAYLOAD[frame_type]
+        if limit is not None and value > limit:
+            raise FrameError(f"{frame_type.name} payload of {value} bytes exceeds {limit}")
+        if frame_type in _SESSION_TYPES:
+            if stream_id != 0:
+                raise FrameError(f"{frame_type.name} must use stream id 0, got {stream_id}")
+        elif stream_id == 0:
+            raise FrameError(f"{frame_type.name} needs a stream id, got 0")
+        if frame_type is FrameType.OPEN_REPLY and value != 2:
+            raise FrameError(f"OPEN_REPLY payload must be 2 bytes, got {value}")
+        if frame_type is FrameType.CLOSE and value != 0:
+            raise FrameError(f"CLOSE carries no value, got {value}")
+        if frame_type is FrameType.WINDOW_UPDATE and not 0 < value <= _MAX_WINDOW:
+            raise FrameError(f"WINDOW_UPDATE increment {value} is not in 1..2**31-1")
+        return frame_type
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """What the opener of a stream asks for: a service, the chosen endpoint, and metadata."""
+
+    service_id: str
+    #: The endpoint workload chosen by the opener, ``"<namespace>/<name>"``.
+    workload: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def encode_open(request: OpenRequest) -> bytes:
+    """The OPEN payload; raises :class:`HandshakeError` (BAD_REQUEST) if it cannot be encoded."""
+    try:
+        parse_service_id(request.service_id)
+    except InvalidServiceId as exc:
+        raise HandshakeError(ReplyCode.BAD_REQUEST, str(exc)) from None
+    workload = request.workload.encode()
+    try:
+        _check_workload(request.workload, len(workload))
+    except ValueError as exc:
+        raise HandshakeError(ReplyCode.BAD_REQUEST, str(exc)) from None
+    metadata = (
+        json.dumps(request.metadata, separators=(",", ":"), ensure_ascii=False).encode()
+        if request.metadata
+        else b""
+    )
+    service = request.service_id.encode("ascii")
+    size = 5 + len(service) + len(workload) + len(metadata)
+    if size > MAX_OPEN_PAYLOAD:
+        raise HandshakeError(
+            ReplyCode.BAD_REQUEST, f"open request is {size} bytes; at most {MAX_OPEN_PAYLOAD}"
+        )
+    return (
+        bytes((OPEN_VERSION, len(service)))
+        + service
+        + bytes((len(workload),))
+        + workload
+        + len(metadata).to_bytes(2, "big")
+        + metadata
+    )
+
+
+def decode_open(payload: bytes) -> OpenRequest:
+    """Parse an OPEN payload; raises :class:`HandshakeError` with the reply code to answer."""
+    if not payload:
+        raise HandshakeError(ReplyCode.BAD_REQUEST, "empty open request")
+    if payload[0] != OPEN_VERSION:
+        raise HandshakeError(
+            ReplyCode.VERSION_NOT_SUPPORTED,
+            f"open request version {payload[0]} is not supported; expected {OPEN_VERSION}",
+        )
+    try:
+        pos = 1
+        service_raw, pos = _take(payload, pos, 1)
+        workload_raw, pos = _take(payload, pos, 1)
+        metadata_raw, pos = _take(payload, pos, 2)
+    except ValueError as exc:
+        raise HandshakeError(ReplyCode.BAD_REQUEST, str(exc)) from None
+    if pos != len(payload):
+        raise HandshakeError(
+            ReplyCode.BAD_REQUEST, f"{len(payload) - pos} unexpected bytes after open request"
+        )
+    try:
+        service_id = service_raw.decode("ascii")
+        parse_service_id(service_id)
+        workload = workload_raw.decode()
+        _check_workload(workload, len(workload_raw))
+        metadata = _decode_metadata(metadata_raw)
+    except (ValueError, RecursionError) as exc:  # includes UnicodeDecodeError, InvalidServiceId
+        raise HandshakeError(ReplyCode.BAD_REQUEST, f"bad open request: {exc}") from None
+    return OpenRequest(service_id, workload, metadata)
+
+
+def encode_open_reply(code: ReplyCode) -> bytes:
+    return bytes((OPEN_VERSION, int(code)))
+
+
+def decode_open_reply(payload: bytes) -> ReplyCode:
+    """Parse an OPEN_REPLY payload; raises :class:`HandshakeError` (GENERAL_FAILURE)."""
+    if len(payload) != 2 or payload[0] != OPEN_VERSION:
+        raise HandshakeError(ReplyCode.GENERAL_FAILURE, f"malformed open reply {payload!r}")
+    try:
+        return ReplyCode(payload[1])
+    except ValueError:
+        raise HandshakeError(
+            ReplyCode.GENERAL_FAILURE, f"open reply has unknown code {payload[1]}"
+        ) from None
+
+
+def _take(payload: bytes, pos: int, width: int) -> tuple[bytes, int]:
+    if pos + width > len(payload):
+        raise ValueError("open request is truncated")
+    size = int.from_bytes(payload[pos : pos + width], "big")
+    pos += width
+    if pos + size > len(payload):
+        raise ValueError("open request is truncated")
+    return payload[pos : pos + size], pos + size
+
+
+def _check_workload(workload: str, size: int) -> None:
+    namespace, slash, name = workload.partition("/")
+    if not slash or not namespace or not name or "/" in name:
+        raise ValueError(f"endpoint workload {workload!r} must be '<namespace>/<name>'")
+    if size > 255:
+        raise ValueError(f"endpoint workload is {size} bytes; at most 255")
+
+
+def _decode_metadata(raw: bytes) -> dict[str, str]:
+    if not raw:
+        return {}
+    value = json.loads(raw.decode())
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("metadata must be a JSON object of strings to strings")
+    return value

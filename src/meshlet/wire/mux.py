@@ -1,0 +1,573 @@
+"""One tunnel connection as a sans-IO state machine: many streams over one byte stream.
+
+Theory of operation (h11 style). A :class:`Session` never touches a socket:
+
+- bytes from the peer go in through :meth:`Session.receive_data`, which returns the
+  :class:`Event` objects they caused (a stream opened, data arrived, the peer half-closed...);
+- the application acts through methods (:meth:`~Session.open_stream`, :meth:`~Session.reply`,
+  :meth:`~Session.send_data`, :meth:`~Session.close_stream`, :meth:`~Session.acknowledge`...)
+  that only *queue* frames;
+- :meth:`Session.data_to_send` returns everything queued as one buffer, so a single TLS write
+  carries many frames.
+
+Events caused by the application's own calls (a stream that finishes because its last queued
+byte could finally be sent) are returned by the next :meth:`~Session.receive_data` or
+:meth:`~Session.take_events`.
+
+Flow control. Each stream has a window per direction, starting at
+:data:`~meshlet.wire.frames.INITIAL_WINDOW`. A sender never sends more DATA than the window the
+receiver granted; bytes written beyond it wait in the stream's own send buffer
+(:meth:`~Session.send_buffered`), so a stream whose reader is slow only fills its own buffer and
+never delays frames of other streams. The receiver grants the window back with WINDOW_UPDATE
+once the application *consumed* the bytes (:meth:`~Session.acknowledge`): an application that
+stops reading stops the sender after one window. A receiver configured with a larger window
+than the initial one grants the difference as soon as the stream opens.
+
+Stream life: the dialer (``client=True``) uses odd ids, the acceptor even ones, always
+increasing. ``OPEN`` → the acceptor answers ``OPEN_REPLY`` with a reply code; DATA flows only
+after code OK. Each side half-closes with ``CLOSE``; a stream is finished once both sides
+closed (:class:`StreamFinished`). ``RESET`` ends it at once in both directions. Frames for a
+stream that already ended are ignored (they were in flight); frames for a stream that never
+existed are a protocol error.
+
+Any protocol violation queues ``GO_AWAY(PROTOCOL_ERROR)``, emits
+:class:`ConnectionTerminated` and ignores all later input: the caller sends what is queued and
+closes the connection. After ``GO_AWAY(NORMAL)`` a side accepts no new streams (refusing them
+with ``RESET(REFUSED)``) but lets the open ones finish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from meshlet.wire.frames import (
+    HEADER,
+    INITIAL_WINDOW,
+    MAX_DATA_PAYLOAD,
+    Flag,
+    Frame,
+    FrameError,
+    FrameReader,
+    FrameType,
+    GoAwayCode,
+    OpenRequest,
+    ResetCode,
+    decode_open,
+    decode_open_reply,
+    encode_frame,
+    encode_open,
+    encode_open_reply,
+)
+from meshlet.wire.handshake import HandshakeError, ReplyCode
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "ConnectionTerminated",
+    "DataReceived",
+    "Event",
+    "GoAwayReceived",
+    "PingAcked",
+    "SendWindowOpened",
+    "Session",
+    "SessionError",
+    "StreamEnded",
+    "StreamFinished",
+    "StreamOpened",
+    "StreamReplied",
+    "StreamReset",
+]
+
+DEFAULT_WINDOW = 512 * 1024
+_MAX_WINDOW = 2**31 - 1
+_MAX_STREAM_ID = 2**32 - 1
+_DATA = FrameType.DATA
+_pack = HEADER.pack
+
+
+class SessionError(Exception):
+    """The application asked for something the session cannot do (a misuse, not a peer fault)."""
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+class Event:
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class StreamOpened(Event):
+    """The peer opened a stream; answer with :meth:`Session.reply`."""
+
+    stream_id: int
+    request: OpenRequest
+
+
+@dataclass(slots=True)
+class StreamReplied(Event):
+    """The peer answered our OPEN. Any code but OK has already removed the stream."""
+
+    stream_id: int
+    code: ReplyCode
+
+
+@dataclass(slots=True)
+class DataReceived(Event):
+    """Bytes for a stream; call :meth:`Session.acknowledge` once they are consumed."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class StreamEnded(Event):
+    """The peer half-closed the stream: it will send no more bytes."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class StreamFinished(Event):
+    """Both sides closed the stream and all our bytes were queued; it no longer exists."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class StreamReset(Event):
+    """The peer reset the stream (``REFUSED`` while opening: safe to retry elsewhere)."""
+
+    stream_id: int
+    code: ResetCode
+
+
+@dataclass(slots=True)
+class SendWindowOpened(Event):
+    """The peer granted window to a stream that had bytes waiting; some may have been queued."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class PingAcked(Event):
+    value: int
+
+
+@dataclass(slots=True)
+class GoAwayReceived(Event):
+    """The peer takes no new streams; open streams continue."""
+
+    code: int
+
+
+@dataclass(slots=True)
+class ConnectionTerminated(Event):
+    """The session is over (a protocol error); send what is queued, then close the connection."""
+
+    code: GoAwayCode
+    reason: str
+
+
+# -- streams ------------------------------------------------------------------------------------
+
+
+class _State(Enum):
+    OPENING = "opening"  # we sent OPEN, no reply yet
+    ACCEPTING = "accepting"  # the peer sent OPEN, we have not replied
+    OPEN = "open"
+
+
+class _Stream:
+    __slots__ = (
+        "close_pending",
+        "id",
+        "local_closed",
+        "pending",
+        "recv_window",
+        "remote_closed",
+        "send_window",
+        "state",
+        "unacked",
+    )
+
+    def __init__(self, stream_id: int, state: _State) -> None:
+        self.id = stream_id
+        self.state = state
+        self.send_window = INITIAL_WINDOW
+        self.recv_window = INITIAL_WINDOW
+        self.unacked = 0
+        self.pending = bytearray()
+        self.close_pending = False
+        self.local_closed = False
+        self.remote_closed = False
+
+
+# -- the session --------------------------------------------------------------------------------
+
+
+class Session:
+    """One side of a tunnel connection. ``client=True`` on the dialing side (odd stream ids).
+
+    ``window`` is the receive window this side grants each stream; ``max_incoming_streams``
+    bounds the streams the peer may have open at once (more are refused with RESET(REFUSED)).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        window: int = DEFAULT_WINDOW,
+        max_incoming_streams: int = 10_000,
+    ) -> None:
+        if not INITIAL_WINDOW <= window <= _MAX_WINDOW:
+            raise ValueError(f"window must be between {INITIAL_WINDOW} and {_MAX_WINDOW}")
+        self.client = client
+        self.window = window
+        self.max_incoming_streams = max_incoming_streams
+        self._ack_threshold = window // 4
+        self._reader = FrameReader()
+        self._streams: dict[int, _Stream] = {}
+        self._incoming = 0
+        self._next_id = 1 if client else 2
+        self._last_peer_id = 0
+        self._out: list[bytes | bytearray | memoryview] = []
+        self._events: list[Event] = []
+        self.go_away_sent = False
+        self.go_away_received = False
+        self.terminated = False
+
+    # -- introspection --------------------------------------------------------------------------
+
+    @property
+    def stream_count(self) -> int:
+        """Streams that exist on this session (opening, accepting or open)."""
+        return len(self._streams)
+
+    def has_stream(self, stream_id: int) -> bool:
+        return stream_id in self._streams
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes written to a stream that wait for window (0 for a stream that is gone)."""
+        stream = self._streams.get(stream_id)
+        return len(stream.pending) if stream is not None else 0
+
+    def can_open(self) -> bool:
+        return not (self.terminated or self.go_away_received or self.go_away_sent) and (
+            self._next_id <= _MAX_STREAM_ID
+        )
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything queued since the last call, as one buffer (``b""`` when nothing is)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return b"".join(out)
+
+    def take_events(self) -> list[Event]:
+        """Events caused by method calls since the last :meth:`receive_data`/:meth:`take_events`."""
+        events = self._events
+        self._events = []
+        return events
+
+    # -- application actions --------------------------------------------------------------------
+
+    def open_stream(self, request: OpenRequest) -> int:
+        """Queue OPEN for ``request``; returns the new stream id. Await :class:`StreamReplied`.
+
+        Raises :class:`SessionError` when the session takes no new streams, and
+        :class:`~meshlet.wire.handshake.HandshakeError` when the request cannot be encoded.
+        """
+        if not self.can_open():
+            raise SessionError("this tunnel connection takes no new streams (closing or closed)")
+        payload = encode_open(request)
+        stream_id = self._next_id
+        self._next_id += 2
+        self._streams[stream_id] = _Stream(stream_id, _State.OPENING)
+        self._out.append(encode_frame(FrameType.OPEN, stream_id, payload=payload))
+        self._grant_extra_window(self._streams[stream_id])
+        return stream_id
+
+    def reply(self, stream_id: int, code: ReplyCode) -> bool:
+        """Answer a :class:`StreamOpened`. Returns False when the stream is already gone
+        (the peer reset it, or the session ended) and nothing was queued."""
+        stream = self._streams.get(stream_id)
+        if stream is None or self.terminated:
+            return False
+        if stream.state is not _State.ACCEPTING:
+            raise SessionError(f"stream {stream_id} was already answered")
+        self._out.append(
+            encode_frame(FrameType.OPEN_REPLY, stream_id, payload=encode_open_reply(code))
+        )
+        if code is ReplyCode.OK:
+            stream.state = _State.OPEN
+            self._grant_extra_window(stream)
+        else:
+            self._remove(stream)
+        return True
+
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes on an open stream: as much as its window allows now, the rest later."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state is not _State.OPEN:
+            raise SessionError(f"stream {stream_id} is not open")
+        if stream.local_closed or stream.close_pending:
+            raise SessionError(f"stream {stream_id} was closed for writing")
+        if not data or self.terminated:
+            return
+        if stream.pending:
+            stream.pending += data
+            return
+        if not isinstance(data, bytes):
+            # The caller may reuse its buffer once we return; keep our own copy.
+            data = bytes(data)
+        size = len(data)
+        window = stream.send_window
+        if size <= window and size <= MAX_DATA_PAYLOAD:
+            # The common case: one frame, no copy before the final join.
+            self._out.append(_pack(0, _DATA, 0, stream_id, size))
+            self._out.append(data)
+            stream.send_window = window - size
+            return
+        view = memoryview(data)
+        pos = 0
+        while window > 0 and pos < size:
+            chunk = min(size - pos, window, MAX_DATA_PAYLOAD)
+            self._out.append(_pack(0, _DATA, 0, stream_id, chunk))
+            self._out.append(view[pos : pos + chunk])
+            pos += chunk
+            window -= chunk
+        stream.send_window = window
+        if pos < size:
+            stream.pending += view[pos:]
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close: CLOSE is queued once every byte written before was sent. Idempotent."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.local_closed or stream.close_pending or self.terminated:
+            return
+        if stream.state is not _State.OPEN:
+            raise SessionError(f"stream {stream_id} is not open; reset it instead")
+        if stream.pending:
+            stream.close_pending = True
+        else:
+            self._send_close(stream)
+
+    def reset_stream(self, stream_id: int, code: ResetCode = ResetCode.CANCEL) -> None:
+        """Abandon a stream in both directions at once (also cancels an OPEN). Idempotent."""
+        stream = self._streams.get(stream_id)
+        if stream is None or self.terminated:
+            return
+        self._out.append(encode_frame(FrameType.RESET, stream_id, int(code)))
+        self._remove(stream)
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """The application consumed ``size`` bytes of the stream: give the window back."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.remote_closed or self.terminated:
+            return
+        stream.unacked += size
+        if stream.unacked >= self._ack_threshold:
+            self._out.append(encode_frame(FrameType.WINDOW_UPDATE, stream_id, stream.unacked))
+            stream.recv_window += stream.unacked
+            stream.unacked = 0
+
+    def ping(self, value: int) -> None:
+        if not self.terminated:
+            self._out.append(encode_frame(FrameType.PING, 0, value & 0xFFFFFFFF))
+
+    def go_away(self, code: GoAwayCode = GoAwayCode.NORMAL) -> None:
+        """Tell the peer this side takes no new streams. Sent once."""
+        if not self.go_away_sent and not self.terminated:
+            self.go_away_sent = True
+            self._out.append(encode_frame(FrameType.GO_AWAY, 0, int(code)))
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; returns the events they (and earlier calls) caused."""
+        if self.terminated:
+            return self.take_events()
+        try:
+            frames = self._reader.feed(data)
+        except FrameError as exc:
+            # Valid frames earlier in the same chunk are dropped too: every stream ends with
+            # the session anyway.
+            self._fail(str(exc))
+            return self.take_events()
+        for frame in frames:
+            try:
+                self._handle(frame)
+            except FrameError as exc:
+                self._fail(str(exc))
+                break
+        return self.take_events()
+
+    def _handle(self, frame: Frame) -> None:
+        frame_type = frame.type
+        if frame_type is _DATA:
+            self._on_data(frame)
+        elif frame_type is FrameType.WINDOW_UPDATE:
+            self._on_window_update(frame)
+        elif frame_type is FrameType.OPEN:
+            self._on_open(frame)
+        elif frame_type is FrameType.OPEN_REPLY:
+            self._on_open_reply(frame)
+        elif frame_type is FrameType.CLOSE:
+            self._on_close(frame)
+        elif frame_type is FrameType.RESET:
+            stream = self._stream_for(frame)
+            if stream is not None:
+                self._remove(stream)
+                try:
+                    code = ResetCode(frame.value)
+                except ValueError:
+                    code = ResetCode.CANCEL
+                self._events.append(StreamReset(stream.id, code))
+        elif frame_type is FrameType.PING:
+            if frame.flags & Flag.ACK:
+                self._events.append(PingAcked(frame.value))
+            else:
+                self._out.append(encode_frame(FrameType.PING, 0, frame.value, flags=Flag.ACK))
+        else:  # GO_AWAY
+            self.go_away_received = True
+            self._events.append(GoAwayReceived(frame.value))
+
+    def _stream_for(self, frame: Frame) -> _Stream | None:
+        """The stream a frame is for; None when it already ended (the frame is stale)."""
+        stream = self._streams.get(frame.stream_id)
+        if stream is not None:
+            return stream
+        stream_id = frame.stream_id
+        ours = (stream_id % 2 == 1) == self.client
+        stale = stream_id < self._next_id if ours else stream_id <= self._last_peer_id
+        if stale:
+            return None
+        raise FrameError(f"{frame.type.name} for stream {stream_id}, which was never opened")
+
+    def _on_data(self, frame: Frame) -> None:
+        stream = self._stream_for(frame)
+        if stream is None:
+            return
+        if stream.state is not _State.OPEN:
+            raise FrameError(f"DATA on stream {stream.id} before it was accepted")
+        if stream.remote_closed:
+            raise FrameError(f"DATA on stream {stream.id} after the peer closed it")
+        size = frame.value
+        if size > stream.recv_window:
+            raise FrameError(
+                f"DATA of {size} bytes on stream {stream.id} exceeds its window "
+                f"of {stream.recv_window}"
+            )
+        stream.recv_window -= size
+        if size:
+            self._events.append(DataReceived(stream.id, frame.payload))
+
+    def _on_window_update(self, frame: Frame) -> None:
+        stream = self._stream_for(frame)
+        if stream is None:
+            return
+        stream.send_window += frame.value
+        if stream.send_window > _MAX_WINDOW:
+            raise FrameError(f"window of stream {stream.id} grew past 2**31-1")
+        if stream.pending or stream.close_pending:
+            self._flush_pending(stream)
+            self._events.append(SendWindowOpened(stream.id))
+
+    def _on_open(self, frame: Frame) -> None:
+        stream_id = frame.stream_id
+        if (stream_id % 2 == 1) == self.client:
+            raise FrameError(f"the peer opened stream {stream_id}, an id of this side's parity")
+        if stream_id <= self._last_peer_id:
+            raise FrameError(
+                f"OPEN for stream {stream_id}, not above the last ({self._last_peer_id})"
+            )
+        self._last_peer_id = stream_id
+        if self.go_away_sent or self._incoming >= self.max_incoming_streams:
+            self._out.append(encode_frame(FrameType.RESET, stream_id, int(ResetCode.REFUSED)))
+            return
+        try:
+            request = decode_open(frame.payload)
+        except HandshakeError as exc:
+            self._out.append(
+                encode_frame(FrameType.OPEN_REPLY, stream_id, payload=encode_open_reply(exc.code))
+            )
+            return
+        self._streams[stream_id] = _Stream(stream_id, _State.ACCEPTING)
+        self._incoming += 1
+        self._events.append(StreamOpened(stream_id, request))
+
+    def _on_open_reply(self, frame: Frame) -> None:
+        stream = self._stream_for(frame)
+        if stream is None:
+            return
+        if stream.state is not _State.OPENING:
+            raise FrameError(f"OPEN_REPLY for stream {stream.id}, which is not opening")
+        try:
+            code = decode_open_reply(frame.payload)
+        except HandshakeError as exc:
+            raise FrameError(exc.detail) from None
+        if code is ReplyCode.OK:
+            stream.state = _State.OPEN
+        else:
+            self._remove(stream)
+        self._events.append(StreamReplied(stream.id, code))
+
+    def _on_close(self, frame: Frame) -> None:
+        stream = self._stream_for(frame)
+        if stream is None:
+            return
+        if stream.state is not _State.OPEN:
+            raise FrameError(f"CLOSE on stream {stream.id} before it was accepted")
+        if stream.remote_closed:
+            raise FrameError(f"second CLOSE on stream {stream.id}")
+        stream.remote_closed = True
+        self._events.append(StreamEnded(stream.id))
+        if stream.local_closed:
+            self._remove(stream)
+            self._events.append(StreamFinished(stream.id))
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _grant_extra_window(self, stream: _Stream) -> None:
+        extra = self.window - INITIAL_WINDOW
+        if extra > 0:
+            stream.recv_window += extra
+            self._out.append(encode_frame(FrameType.WINDOW_UPDATE, stream.id, extra))
+
+    def _flush_pending(self, stream: _Stream) -> None:
+        pending = stream.pending
+        window = stream.send_window
+        while pending and window > 0:
+            chunk = min(len(pending), window, MAX_DATA_PAYLOAD)
+            self._out.append(_pack(0, _DATA, 0, stream.id, chunk))
+            self._out.append(pending[:chunk])
+            del pending[:chunk]
+            window -= chunk
+        stream.send_window = window
+        if not pending and stream.close_pending:
+            self._send_close(stream)
+
+    def _send_close(self, stream: _Stream) -> None:
+        stream.close_pending = False
+        stream.local_closed = True
+        self._out.append(encode_frame(FrameType.CLOSE, stream.id))
+        if stream.remote_closed:
+            self._remove(stream)
+            self._events.append(StreamFinished(stream.id))
+
+    def _remove(self, stream: _Stream) -> None:
+        del self._streams[stream.id]
+        if (stream.id % 2 == 1) != self.client:
+            self._incoming -= 1
+
+    def _fail(self, reason: str) -> None:
+        self._out.append(encode_frame(FrameType.GO_AWAY, 0, int(GoAwayCode.PROTOCOL_ERROR)))
+        self.terminated = True
+        self.go_away_sent = True
+        self._streams.clear()
+        self._incoming = 0
+        self._events.append(ConnectionTerminated(GoAwayCode.PROTOCOL_ERROR, reason))

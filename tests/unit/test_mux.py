@@ -1,0 +1,430 @@
+"""The tunnel session state machine (meshlet.wire.mux), two sessions over an in-memory wire."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshlet.wire.frames import (
+    HEADER,
+    INITIAL_WINDOW,
+    MAX_DATA_PAYLOAD,
+    Flag,
+    FrameReader,
+    FrameType,
+    GoAwayCode,
+    OpenRequest,
+    ResetCode,
+    encode_frame,
+    encode_open,
+)
+from meshlet.wire.handshake import ReplyCode
+from meshlet.wire.mux import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    PingAcked,
+    SendWindowOpened,
+    Session,
+    SessionError,
+    StreamEnded,
+    StreamFinished,
+    StreamOpened,
+    StreamReplied,
+    StreamReset,
+)
+
+REQUEST = OpenRequest("echo.echo.demo", "demo/echo-v1", {"traceparent": "00-abc"})
+
+
+class Wire:
+    """A dialer and an acceptor joined in memory; ``pump`` moves bytes until both are quiet."""
+
+    def __init__(self, window: int = INITIAL_WINDOW, **acceptor: int) -> None:
+        self.dialer = Session(client=True, window=window)
+        self.acceptor = Session(client=False, window=window, **acceptor)
+        self.dialer_events: list[Event] = []
+        self.acceptor_events: list[Event] = []
+
+    def pump(self) -> None:
+        while True:
+            to_acceptor = self.dialer.data_to_send()
+            to_dialer = self.acceptor.data_to_send()
+            self.dialer_events += self.dialer.take_events()
+            self.acceptor_events += self.acceptor.take_events()
+            if not to_acceptor and not to_dialer:
+                return
+            self.acceptor_events += self.acceptor.receive_data(to_acceptor)
+            self.dialer_events += self.dialer.receive_data(to_dialer)
+
+    def take(self) -> tuple[list[Event], list[Event]]:
+        self.pump()
+        out = (self.dialer_events, self.acceptor_events)
+        self.dialer_events, self.acceptor_events = [], []
+        return out
+
+    def open(self, request: OpenRequest = REQUEST) -> int:
+        stream_id = self.dialer.open_stream(request)
+        _, accepted = self.take()
+        assert accepted == [StreamOpened(stream_id, request)]
+        assert self.acceptor.reply(stream_id, ReplyCode.OK)
+        replies, _ = self.take()
+        assert replies == [StreamReplied(stream_id, ReplyCode.OK)]
+        return stream_id
+
+
+def data_of(events: list[Event], stream_id: int) -> bytes:
+    return b"".join(
+        e.data for e in events if isinstance(e, DataReceived) and e.stream_id == stream_id
+    )
+
+
+def test_open_reply_and_data_both_ways() -> None:
+    wire = Wire()
+    sid = wire.open()
+    assert sid == 1
+    wire.dialer.send_data(sid, b"ping")
+    wire.acceptor.send_data(sid, b"pong")
+    dialer, acceptor = wire.take()
+    assert dialer == [DataReceived(sid, b"pong")]
+    assert acceptor == [DataReceived(sid, b"ping")]
+
+
+def test_dialer_uses_increasing_odd_ids() -> None:
+    wire = Wire()
+    assert [wire.open() for _ in range(3)] == [1, 3, 5]
+    assert wire.dialer.stream_count == wire.acceptor.stream_count == 3
+
+
+def test_refusal_code_removes_the_stream_on_both_sides() -> None:
+    wire = Wire()
+    sid = wire.dialer.open_stream(REQUEST)
+    wire.take()
+    assert wire.acceptor.reply(sid, ReplyCode.ACCESS_DENIED)
+    dialer, _ = wire.take()
+    assert dialer == [StreamReplied(sid, ReplyCode.ACCESS_DENIED)]
+    assert wire.dialer.stream_count == wire.acceptor.stream_count == 0
+
+
+def test_data_before_the_reply_is_refused_locally() -> None:
+    wire = Wire()
+    sid = wire.dialer.open_stream(REQUEST)
+    with pytest.raises(SessionError, match="not open"):
+        wire.dialer.send_data(sid, b"early")
+
+
+def test_half_close_each_way_then_finished() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"request")
+    wire.dialer.close_stream(sid)
+    _, acceptor = wire.take()
+    assert acceptor == [DataReceived(sid, b"request"), StreamEnded(sid)]
+    # The acceptor can still answer after the dialer's half-close.
+    wire.acceptor.send_data(sid, b"response")
+    wire.acceptor.close_stream(sid)
+    dialer, acceptor = wire.take()
+    assert acceptor == [StreamFinished(sid)]
+    assert dialer == [DataReceived(sid, b"response"), StreamEnded(sid), StreamFinished(sid)]
+    assert wire.dialer.stream_count == wire.acceptor.stream_count == 0
+
+
+def test_write_after_close_is_refused() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.dialer.close_stream(sid)
+    with pytest.raises(SessionError, match="closed for writing"):
+        wire.dialer.send_data(sid, b"late")
+
+
+def test_reset_ends_the_stream_on_both_sides() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.acceptor.reset_stream(sid, ResetCode.INTERNAL_ERROR)
+    dialer, _ = wire.take()
+    assert dialer == [StreamReset(sid, ResetCode.INTERNAL_ERROR)]
+    assert wire.dialer.stream_count == wire.acceptor.stream_count == 0
+
+
+def test_reset_while_opening_makes_the_late_reply_stale() -> None:
+    wire = Wire()
+    sid = wire.dialer.open_stream(REQUEST)
+    wire.take()
+    wire.dialer.reset_stream(sid)  # e.g. the opener timed out
+    dialer, acceptor = wire.take()
+    assert acceptor == [StreamReset(sid, ResetCode.CANCEL)]
+    assert not wire.acceptor.reply(sid, ReplyCode.OK)
+    assert dialer == []
+
+
+def test_frames_for_an_ended_stream_are_ignored() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.acceptor.send_data(sid, b"in flight")
+    wire.dialer.reset_stream(sid)
+    dialer, acceptor = wire.take()
+    assert dialer == []
+    assert acceptor == [StreamReset(sid, ResetCode.CANCEL)]
+    assert not wire.dialer.terminated and not wire.acceptor.terminated
+
+
+def test_flow_control_stops_at_the_window_and_resumes_on_acknowledge() -> None:
+    wire = Wire()
+    sid = wire.open()
+    blob = b"x" * (INITIAL_WINDOW + 1000)
+    wire.dialer.send_data(sid, blob)
+    _, acceptor = wire.take()
+    assert len(data_of(acceptor, sid)) == INITIAL_WINDOW
+    assert wire.dialer.send_buffered(sid) == 1000
+    wire.acceptor.acknowledge(sid, INITIAL_WINDOW)
+    dialer, acceptor = wire.take()
+    assert dialer == [SendWindowOpened(sid)]
+    assert data_of(acceptor, sid) == b"x" * 1000
+    assert wire.dialer.send_buffered(sid) == 0
+
+
+def test_a_blocked_stream_does_not_block_another() -> None:
+    wire = Wire()
+    slow, fast = wire.open(), wire.open()
+    wire.dialer.send_data(slow, b"s" * (INITIAL_WINDOW * 3))
+    wire.dialer.send_data(fast, b"f" * 100)
+    _, acceptor = wire.take()
+    assert data_of(acceptor, fast) == b"f" * 100
+    assert len(data_of(acceptor, slow)) == INITIAL_WINDOW
+
+
+def test_close_waits_for_buffered_bytes() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"y" * (INITIAL_WINDOW + 10))
+    wire.dialer.close_stream(sid)
+    _, acceptor = wire.take()
+    assert not any(isinstance(e, StreamEnded) for e in acceptor)
+    wire.acceptor.acknowledge(sid, INITIAL_WINDOW)
+    _, acceptor = wire.take()
+    assert acceptor == [DataReceived(sid, b"y" * 10), StreamEnded(sid)]
+
+
+def test_a_larger_window_is_granted_when_the_stream_opens() -> None:
+    wire = Wire(window=2 * INITIAL_WINDOW)
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"z" * (2 * INITIAL_WINDOW))
+    wire.acceptor.send_data(sid, b"z" * (2 * INITIAL_WINDOW))
+    dialer, acceptor = wire.take()
+    assert len(data_of(acceptor, sid)) == len(data_of(dialer, sid)) == 2 * INITIAL_WINDOW
+
+
+def test_large_writes_are_split_into_max_size_frames() -> None:
+    wire = Wire(window=4 * MAX_DATA_PAYLOAD)
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"a" * (2 * MAX_DATA_PAYLOAD + 1))
+    frames = FrameReader().feed(wire.dialer.data_to_send())
+    assert [len(f.payload) for f in frames] == [MAX_DATA_PAYLOAD, MAX_DATA_PAYLOAD, 1]
+
+
+def test_data_to_send_coalesces_frames_of_many_streams() -> None:
+    wire = Wire()
+    ids = [wire.open() for _ in range(5)]
+    for sid in ids:
+        wire.dialer.send_data(sid, b"hi")
+    frames = FrameReader().feed(wire.dialer.data_to_send())
+    assert [f.stream_id for f in frames] == ids
+    assert wire.dialer.data_to_send() == b""
+
+
+def test_send_data_copies_a_mutable_buffer() -> None:
+    wire = Wire()
+    sid = wire.open()
+    buffer = bytearray(b"before")
+    wire.dialer.send_data(sid, buffer)
+    buffer[:] = b"AFTER!"
+    _, acceptor = wire.take()
+    assert data_of(acceptor, sid) == b"before"
+
+
+def test_ping_is_answered_with_ack() -> None:
+    wire = Wire()
+    wire.dialer.ping(42)
+    dialer, acceptor = wire.take()
+    assert dialer == [PingAcked(42)]
+    assert acceptor == []
+
+
+def test_go_away_refuses_new_streams_and_lets_open_ones_finish() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.acceptor.go_away()
+    late = wire.dialer.open_stream(REQUEST)  # crosses the GO_AWAY on the wire
+    dialer, _ = wire.take()
+    assert dialer == [GoAwayReceived(GoAwayCode.NORMAL), StreamReset(late, ResetCode.REFUSED)]
+    assert not wire.dialer.can_open()
+    with pytest.raises(SessionError):
+        wire.dialer.open_stream(REQUEST)
+    wire.dialer.send_data(sid, b"still works")
+    _, acceptor = wire.take()
+    assert acceptor == [DataReceived(sid, b"still works")]
+
+
+def test_incoming_stream_limit_refuses_extra_streams() -> None:
+    wire = Wire(max_incoming_streams=1)
+    wire.open()
+    sid = wire.dialer.open_stream(REQUEST)
+    dialer, _ = wire.take()
+    assert dialer == [StreamReset(sid, ResetCode.REFUSED)]
+
+
+def test_bad_open_payload_is_answered_with_its_code_without_an_event() -> None:
+    acceptor = Session(client=False)
+    payload = b"\x02" + encode_open(REQUEST)[1:]
+    assert acceptor.receive_data(encode_frame(FrameType.OPEN, 1, payload=payload)) == []
+    [frame] = FrameReader().feed(acceptor.data_to_send())
+    assert (frame.type, frame.stream_id, frame.payload) == (
+        FrameType.OPEN_REPLY,
+        1,
+        bytes((1, ReplyCode.VERSION_NOT_SUPPORTED)),
+    )
+
+
+def expect_protocol_error(session: Session, raw: bytes) -> None:
+    events = session.receive_data(raw)
+    assert isinstance(events[-1], ConnectionTerminated)
+    assert session.terminated
+    frames = FrameReader().feed(session.data_to_send())
+    assert (frames[-1].type, frames[-1].value) == (FrameType.GO_AWAY, GoAwayCode.PROTOCOL_ERROR)
+    assert session.receive_data(encode_frame(FrameType.PING, 0, 1)) == []
+    assert session.data_to_send() == b""
+
+
+def accepted(window: int = INITIAL_WINDOW) -> Session:
+    acceptor = Session(client=False, window=window)
+    acceptor.receive_data(encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST)))
+    acceptor.reply(1, ReplyCode.OK)
+    acceptor.data_to_send()
+    return acceptor
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(HEADER.pack(9, 0, 0, 1, 0), id="bad-version"),
+        pytest.param(HEADER.pack(0, 77, 0, 1, 0), id="bad-type"),
+        pytest.param(HEADER.pack(0, 0, 0, 1, MAX_DATA_PAYLOAD + 1), id="too-long"),
+        pytest.param(encode_frame(FrameType.DATA, 3, payload=b"x"), id="data-unknown-stream"),
+        pytest.param(encode_frame(FrameType.CLOSE, 5), id="close-unknown-stream"),
+        pytest.param(
+            encode_frame(FrameType.OPEN, 2, payload=encode_open(REQUEST)), id="open-wrong-parity"
+        ),
+        pytest.param(
+            encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST)), id="open-reused-id"
+        ),
+        pytest.param(
+            encode_frame(FrameType.OPEN_REPLY, 1, payload=b"\x01\x00"), id="reply-not-opening"
+        ),
+        pytest.param(
+            encode_frame(FrameType.DATA, 1, payload=b"x" * (INITIAL_WINDOW + 1)), id="over-window"
+        ),
+        pytest.param(encode_frame(FrameType.CLOSE, 1) * 2, id="double-close"),
+        pytest.param(
+            encode_frame(FrameType.CLOSE, 1) + encode_frame(FrameType.DATA, 1, payload=b"x"),
+            id="data-after-close",
+        ),
+        pytest.param(encode_frame(FrameType.WINDOW_UPDATE, 1, 2**31 - 1), id="window-overflow"),
+    ],
+)
+def test_protocol_errors_end_the_session_with_go_away(raw: bytes) -> None:
+    expect_protocol_error(accepted(), raw)
+
+
+def test_data_before_accept_is_a_protocol_error() -> None:
+    acceptor = Session(client=False)
+    acceptor.receive_data(encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST)))
+    expect_protocol_error(acceptor, encode_frame(FrameType.DATA, 1, payload=b"x"))
+
+
+def test_bad_open_reply_is_a_protocol_error() -> None:
+    dialer = Session(client=True)
+    dialer.open_stream(REQUEST)
+    dialer.data_to_send()
+    expect_protocol_error(dialer, encode_frame(FrameType.OPEN_REPLY, 1, payload=b"\x01\x99"))
+
+
+def test_unknown_flags_and_reset_codes_are_tolerated() -> None:
+    acceptor = accepted()
+    events = acceptor.receive_data(
+        encode_frame(FrameType.PING, 0, 7, flags=0x8000) + encode_frame(FrameType.RESET, 1, 99)
+    )
+    assert events == [StreamReset(1, ResetCode.CANCEL)]
+    [pong] = FrameReader().feed(acceptor.data_to_send())
+    assert (pong.type, pong.flags & Flag.ACK, pong.value) == (FrameType.PING, Flag.ACK, 7)
+
+
+def test_window_must_be_at_least_the_initial_window() -> None:
+    with pytest.raises(ValueError, match="window"):
+        Session(client=True, window=INITIAL_WINDOW - 1)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=400))
+def test_no_bytes_crash_a_session(raw: bytes) -> None:
+    """Any input is either handled or ends the session with GO_AWAY; nothing escapes."""
+    session = accepted()
+    events = session.receive_data(raw)
+    if session.terminated:
+        assert isinstance(events[-1], ConnectionTerminated)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=30),
+    st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=30),
+    st.integers(1, 5000),
+)
+def test_bytes_arrive_in_order_through_tiny_reads(
+    up: list[bytes], down: list[bytes], chunk: int
+) -> None:
+    """Whatever the write sizes and however the wire cuts the bytes, each stream is intact."""
+    dialer, acceptor = Session(client=True), Session(client=False)
+    sid = dialer.open_stream(REQUEST)
+    got_up, got_down = bytearray(), bytearray()
+    writes_up, writes_down = list(up), list(down)
+    ended = {"up": False, "down": False}
+    opened = False
+
+    def move(src: Session, dst: Session, sink: bytearray, direction: str) -> bool:
+        raw = src.data_to_send()
+        for pos in range(0, len(raw), chunk):
+            for event in dst.receive_data(raw[pos : pos + chunk]):
+                if isinstance(event, StreamOpened):
+                    dst.reply(event.stream_id, ReplyCode.OK)
+                elif isinstance(event, DataReceived):
+                    sink += event.data
+                    dst.acknowledge(event.stream_id, len(event.data))
+                elif isinstance(event, StreamEnded):
+                    ended[direction] = True
+                elif isinstance(event, StreamReplied):
+                    nonlocal opened
+                    opened = True
+        return bool(raw)
+
+    for _ in range(10_000):
+        if opened and writes_up:
+            dialer.send_data(sid, writes_up.pop(0))
+            if not writes_up:
+                dialer.close_stream(sid)
+        if opened and writes_down:
+            acceptor.send_data(sid, writes_down.pop(0))
+            if not writes_down:
+                acceptor.close_stream(sid)
+        moved = move(dialer, acceptor, got_up, "up")
+        moved |= move(acceptor, dialer, got_down, "down")
+        dialer.take_events()
+        acceptor.take_events()
+        opened = opened or (acceptor.has_stream(sid) and dialer.send_buffered(sid) == 0)
+        if not moved and not writes_up and not writes_down:
+            break
+    assert bytes(got_up) == b"".join(up)
+    assert bytes(got_down) == b"".join(down)
+    assert ended == {"up": True, "down": True}
+    assert dialer.stream_count == acceptor.stream_count == 0
