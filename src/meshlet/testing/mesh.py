@@ -137,6 +137,8 @@ class ControlPlaneProcess(_Process):
         self.state_dir = directory / "cp"
         self.host = host
         self.port = port or free_port(host)
+        #: More ``meshlet cp run`` flags, e.g. ``["--cert-validity", "4s"]``.
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -159,6 +161,7 @@ class ControlPlaneProcess(_Process):
                 str(self.state_dir),
                 "--listen",
                 f"{self.host}:{self.port}",
+                *self.extra_args,
             )
         )
         wait_until(self._healthy, timeout, f"the control plane at {self.url}")
