@@ -1,0 +1,128 @@
+"""Per-connection accounting: one metrics update and one access-log line per connection.
+
+A :class:`ConnectionRecord` follows one client connection (``outbound``) or one tunnel stream
+(``inbound``) from its acceptance to its end. :meth:`ConnectionRecord.replied` counts the reply
+code; a connection that is not established ends there. An established one ends when its relay
+closes (:meth:`ConnectionRecord.relay_closed`), which also releases its ``maxConn`` slot.
+
+The access log goes to the logger ``meshlet.access`` at INFO, one JSON object per line::
+
+    {"direction": "outbound", "source": "demo/client", "service": "echo.echo.demo",
+     "endpoint": "node-b/demo/echo-v1", "code": 0, "reply": "OK", "bytes_sent": 12,
+     "bytes_received": 12, "duration_s": 0.0132}
+
+``source`` is the client's workload (``<ns>/<name>``) for outbound connections and the verified
+peer SPIFFE ID for inbound streams; ``endpoint`` is ``<node>/<ns>/<workload>`` of the chosen
+endpoint, or ``null`` when none was reached. ``bytes_sent`` flows towards the service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from meshlet.agent.metrics import AgentMetrics
+from meshlet.wire.handshake import ReplyCode
+
+__all__ = ["ConnectionRecord", "Direction"]
+
+access_log = logging.getLogger("meshlet.access")
+
+Direction = Literal["outbound", "inbound"]
+
+
+class _Counted(Protocol):
+    @property
+    def bytes_left_to_right(self) -> int: ...
+    @property
+    def bytes_right_to_left(self) -> int: ...
+
+
+class ConnectionRecord:
+    __slots__ = (
+        "_done",
+        "_metrics",
+        "client_is_left",
+        "code",
+        "direction",
+        "endpoint",
+        "release",
+        "service",
+        "service_label",
+        "source",
+        "started",
+    )
+
+    def __init__(self, metrics: AgentMetrics, direction: Direction, source: str) -> None:
+        self._metrics = metrics
+        self.direction: Direction = direction
+        self.source = source
+        self.started = time.monotonic()
+        self.service: str | None = None
+        self.service_label = "-"
+        self.endpoint: str | None = None
+        self.code: ReplyCode | None = None
+        #: Releases the ``maxConn`` slot this connection holds on a local target, if any.
+        self.release: Callable[[], None] | None = None
+        #: Which relay side faces the client: the client socket on the outbound side is the
+        #: relay's left; on the inbound side the tunnel stream is its right.
+        self.client_is_left = direction == "outbound"
+        self._done = False
+
+    def replied(self, code: ReplyCode) -> None:
+        """The connection was answered ``code``; anything but OK ends it here."""
+        self.code = code
+        self._metrics.opened.labels(self.direction, self.service_label, str(int(code))).inc()
+        if code == ReplyCode.OK:
+            self._metrics.active.labels(self.direction).inc()
+        else:
+            self._finish(0, 0)
+
+    def relay_closed(self, relay: _Counted) -> None:
+        """The established connection ended; counts its bytes."""
+        if self._done:
+            return
+        self._metrics.active.labels(self.direction).dec()
+        self._metrics.closed.labels(self.direction, self.service_label).inc()
+        if self.client_is_left:
+            sent, received = relay.bytes_left_to_right, relay.bytes_right_to_left
+        else:
+            sent, received = relay.bytes_right_to_left, relay.bytes_left_to_right
+        self._metrics.bytes_sent.labels(self.direction, self.service_label).inc(sent)
+        self._metrics.bytes_received.labels(self.direction, self.service_label).inc(received)
+        self._finish(sent, received)
+
+    def abandon(self) -> None:
+        """The client went away before it was answered."""
+        if self.code is None:
+            self.code = ReplyCode.GENERAL_FAILURE
+            self._finish(0, 0)
+
+    def _finish(self, sent: int, received: int) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.release is not None:
+            self.release()
+            self.release = None
+        if access_log.isEnabledFor(logging.INFO):
+            code = self.code if self.code is not None else ReplyCode.GENERAL_FAILURE
+            access_log.info(
+                json.dumps(
+                    {
+                        "direction": self.direction,
+                        "source": self.source,
+                        "service": self.service,
+                        "endpoint": self.endpoint,
+                        "code": int(code),
+                        "reply": code.name,
+                        "bytes_sent": sent,
+                        "bytes_received": received,
+                        "duration_s": round(time.monotonic() - self.started, 6),
+                    },
+                    separators=(", ", ": "),
+                )
+            )
