@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from meshlet.api.meta import (
     MESHLET_LABEL,
@@ -56,7 +56,7 @@ class WorkloadSpec(ApiModel):
 class WorkloadStatus(ApiModel):
     """Written by the workload's node agent."""
 
-    ready: dict[DNSLabel, bool] = Field(
+    ready: dict[DNSLabel, StrictBool] = Field(
         default_factory=dict,
         description=(
             "Service name -> whether the workload's server for it accepts connections, "
