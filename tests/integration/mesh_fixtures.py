@@ -42,14 +42,18 @@ def meshlet(
     }
 
 
-def workload(name: str, meshlet_name: str, version: str | None = None, **extra: Any) -> dict[str, Any]:
+def workload(
+    name: str, meshlet_name: str, version: str | None = None, **extra: Any
+) -> dict[str, Any]:
     labels = {"meshless/meshlet": meshlet_name}
     if version:
         labels["version"] = version
     return {"namespace": NS, "name": name, "labels": labels, **extra}
 
 
-def handshake(workload_dir: Path, service_id: str, timeout: float = 10.0) -> tuple[int, socket.socket]:
+def handshake(
+    workload_dir: Path, service_id: str, timeout: float = 10.0
+) -> tuple[int, socket.socket]:
     """Speaks the client handshake by hand on ``workload_dir``'s client socket.
 
     Returns the reply code and the socket (open after OK, for the caller to use and close).

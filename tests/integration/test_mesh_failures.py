@@ -28,9 +28,7 @@ def local(tmp_path: Path) -> Iterator[LocalMesh]:
 
 def two_nodes(local: LocalMesh) -> tuple[AgentProcess, AgentProcess, EchoServer]:
     local.start_control_plane()
-    local.apply(
-        [meshlet("client", client=[ECHO]), meshlet("echo", services=[{"name": "echo"}])]
-    )
+    local.apply([meshlet("client", client=[ECHO]), meshlet("echo", services=[{"name": "echo"}])])
     a = local.add_agent("node-a", workloads=[workload("client", "client")], extra=FAST)
     b = local.add_agent("node-b", workloads=[workload("echo-1", "echo")], extra=FAST)
     server = EchoServer("echo", unix_path=b.workload_dir(f"{NS}/echo-1") / "server" / "echo")
@@ -59,7 +57,7 @@ def test_agent_without_configuration_answers_not_ready_until_the_control_plane_i
 def test_connections_keep_working_while_the_control_plane_is_down_and_after_it_returns(
     local: LocalMesh,
 ) -> None:
-    a, b, server = two_nodes(local)
+    a, _b, server = two_nodes(local)
     client = a.workload_dir(f"{NS}/client")
     try:
         code, live = handshake(client, ECHO)
@@ -110,7 +108,7 @@ def test_a_killed_agent_gives_connect_failed_and_serves_again_after_restart(
 
 def test_certificate_renewal_does_not_drop_live_connections(local: LocalMesh) -> None:
     local.cp.extra_args = ["--cert-validity", "4s"]
-    a, b, server = two_nodes(local)
+    a, _b, server = two_nodes(local)
     client = a.workload_dir(f"{NS}/client")
     try:
         code, live = handshake(client, ECHO)

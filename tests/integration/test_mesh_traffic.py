@@ -82,7 +82,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 workload("local-echo", "local"),
             ],
             upstreams=[
-                {"workload": f"{NS}/client", "service": ECHO, "listen": f"127.0.0.1:{upstream_port}"}
+                {
+                    "workload": f"{NS}/client",
+                    "service": ECHO,
+                    "listen": f"127.0.0.1:{upstream_port}",
+                }
             ],
             extra=fast,
         )
