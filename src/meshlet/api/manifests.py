@@ -21,6 +21,7 @@ import yaml
 
 from meshlet.api.errors import ManifestError, ManifestProblem, ValidationFailure
 from meshlet.api.meta import Resource
+from meshlet.api.registry import KINDS
 from meshlet.api.validation import validate_object
 
 __all__ = ["dump_manifests", "load_manifests", "parse_manifests"]
@@ -43,7 +44,7 @@ def _describe(obj: dict[str, Any]) -> str:
     if isinstance(metadata, dict):
         name, namespace = metadata.get("name"), metadata.get("namespace")
     name = name if isinstance(name, str) else "?"
-    if kind == "Node":
+    if any(info.kind == kind and not info.namespaced for info in KINDS):
         return f"{kind} {name}"
     namespace = namespace if isinstance(namespace, str) else "default"
     return f"{kind} {namespace}/{name}"
