@@ -93,7 +93,7 @@ def test_missing_client_json_says_which_flags_are_missing_and_what_to_do() -> No
         )
     message = info.value.message
     assert "--token, --ca-file not given" in message
-    assert message.startswith("no control plane configured (--token, --ca-file not given")
+    assert message.startswith("no control plane configured: --token, --ca-file not given and ")
     assert "meshlet up" in message
     assert "MESHLET_HOME" in message
 

@@ -47,8 +47,8 @@ class InvalidManifests(CLIError):
     def __init__(self, problems: list[str]) -> None:
         count = len(problems)
         super().__init__(
-            f"{count} invalid manifest{'s' if count != 1 else ''}; nothing was sent to the "
-            "control plane. Fix the errors above and apply again."
+            f"{count} problem{'s' if count != 1 else ''} in the manifests; nothing was sent to "
+            "the control plane. Fix them and try again."
         )
         self.problems = problems
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -168,7 +167,7 @@ def columns_for(kind: str, *, all_namespaces: bool, namespaced: bool, wide: bool
 
 def resource_table(objects: Iterable[Obj], columns: Sequence[Column]) -> Table:
     """A borderless kubectl-like table, one row per object."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table = Table(box=None, pad_edge=False, padding=(0, 3, 0, 0), header_style="bold")
     for column in columns:
         table.add_column(column.header, no_wrap=column.header in ("NAME", "NAMESPACE", "AGE"))
     for obj in objects:

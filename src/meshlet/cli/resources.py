@@ -67,6 +67,8 @@ class OutputFormat(StrEnum):
 
 
 def _load_client_file(path: Path) -> ClientFile:
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
     try:
         config = load_client_config(path)
         token = config.read_token()
@@ -117,10 +119,15 @@ def _obj_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return _key(str(obj.get("kind")), metadata.get("namespace"), str(metadata.get("name")))
 
 
-def _spec_of(obj: Mapping[str, Any]) -> Any:
-    """What a user's apply can change: labels, annotations, spec."""
-    metadata = obj.get("metadata") or {}
-    return (metadata.get("labels") or {}, metadata.get("annotations") or {}, obj.get("spec"))
+def _rv(obj: Mapping[str, Any]) -> Any:
+    return (obj.get("metadata") or {}).get("resourceVersion")
+
+
+def _apply_verb(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> str:
+    """kubectl's word: the control plane keeps the resourceVersion of an unchanged object."""
+    if before is None:
+        return "created"
+    return "unchanged" if _rv(before) == _rv(after) else "configured"
 
 
 def apply(
@@ -141,18 +148,11 @@ def apply(
 
     async def go(client: CPClient) -> list[tuple[str, str]]:
         before = await _existing(client, objects)
-        await client.apply(items)
-        results = []
-        for obj, item in zip(objects, items, strict=True):
-            old = before.get(_obj_key(item))
-            if old is None:
-                verb = "created"
-            elif _spec_of(old) == _spec_of(item):
-                verb = "unchanged"
-            else:
-                verb = "configured"
-            results.append((_ref(obj), verb))
-        return results
+        stored = await client.apply(items)
+        return [
+            (_ref(obj), _apply_verb(before.get(_obj_key(item)), after))
+            for obj, item, after in zip(objects, items, stored, strict=True)
+        ]
 
     for ref, verb in _run(cp, token, ca_file, go):
         out.print(f"{ref} {verb}")

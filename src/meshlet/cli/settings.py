@@ -85,7 +85,7 @@ def resolve_client_settings(
             if not value
         )
         raise ConfigError(
-            f"no control plane configured ({missing} not given, and {exc.message}). Run "
+            f"no control plane configured: {missing} not given and {exc.message}. Run "
             "`meshlet up` or `meshlet cp run` here, set MESHLET_HOME to the control plane's "
             "state directory, or pass --cp, --token and --ca-file (or MESHLET_CP, "
             "MESHLET_TOKEN, MESHLET_CA_FILE)."

@@ -36,8 +36,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from meshlet.agent.config import ConfigError as AgentConfigError
-from meshlet.agent.config import parse_config
 from meshlet.api.errors import ManifestError
 from meshlet.api.manifests import parse_manifests
 from meshlet.cli.console import err, out
@@ -174,6 +172,10 @@ async def _start(supervisor: Supervisor, layout: Layout, ports: DemoPorts) -> st
     token_file = layout.node_dir / "node.token"
     _write_private(token_file, node_token.token + "\n")
     config_file = layout.node_dir / "agent.yaml"
+    # Imported here: meshlet.agent loads the whole agent, which other commands do not need.
+    from meshlet.agent.config import ConfigError as AgentConfigError
+    from meshlet.agent.config import parse_config
+
     config = agent_config(layout.run_dir, layout.node_dir / "state", ports)
     try:
         parse_config(config, source="the built-in demo agent config")
