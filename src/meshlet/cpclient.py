@@ -162,9 +162,13 @@ def _error_from(response: httpx.Response, body: bytes) -> CPError:
     if not isinstance(status, dict):
         text = body.decode(errors="replace").strip() or response.reason_phrase
         status = {"message": text, "reason": response.reason_phrase}
-    message = str(status.get("message") or response.reason_phrase)
+    return _error_from_status(response.status_code, status)
+
+
+def _error_from_status(code: int, status: Mapping[str, Any]) -> CPError:
+    message = str(status.get("message") or f"HTTP {code}")
     reason = str(status.get("reason") or "")
-    cls = _BY_STATUS.get(response.status_code, CPError)
+    cls = _BY_STATUS.get(code, CPError)
     if cls is Invalid:
         details = status.get("details") or {}
         causes = [
@@ -172,8 +176,8 @@ def _error_from(response: httpx.Response, body: bytes) -> CPError:
             for c in details.get("causes") or []
             if isinstance(c, dict)
         ]
-        return Invalid(message, status=response.status_code, reason=reason, causes=causes)
-    return cls(message, status=response.status_code, reason=reason)
+        return Invalid(message, status=code, reason=reason, causes=causes)
+    return cls(message, status=code, reason=reason)
 
 
 # Tokens, pins and client.json ----------------------------------------------------------------
@@ -319,7 +323,8 @@ class CPClient:
                 ) from None
         self._http = httpx.AsyncClient(
             base_url=self.server,
-            headers={"Authorization": f"Bearer {secret}"},
+            # No header at all without a token (the server answers 401 with its reason).
+            headers={"Authorization": f"Bearer {secret}"} if secret else {},
             verify=verify,
             timeout=timeout,
         )
@@ -446,13 +451,19 @@ class CPClient:
         self, kind: str, namespace: str | None = None, *, resource_version: str | None = None
     ) -> AsyncIterator[WatchEvent]:
         """``ADDED`` for every existing object (or the changes after ``resource_version``),
-        then changes as they happen; keepalive bookmarks are skipped."""
+        then changes as they happen; keepalive bookmarks are skipped. An ``ERROR`` line from
+        the server (e.g. 410 when ``resource_version`` is too old) raises its typed error."""
         params = {"watch": "true"}
         if resource_version is not None:
             params["resourceVersion"] = resource_version
         async for line in self._stream_lines(_collection_path(kind, namespace), params):
-            if isinstance(line, dict) and line.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+            if not isinstance(line, dict):
+                continue
+            if line.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                 yield WatchEvent(line["type"], line["object"])
+            elif line.get("type") == "ERROR":
+                status = line.get("object") or {}
+                raise _error_from_status(int(status.get("code") or 500), status)
 
     async def create_node_token(self, node: str) -> NodeToken:
         body = await self._json("POST", "/api/v1/tokens", json_body={"kind": "node", "node": node})
