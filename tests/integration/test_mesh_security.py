@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from meshlet import pki
 from meshlet.cpclient import Forbidden
 from meshlet.testing.mesh import ControlPlaneProcess, LocalMesh
 
-from .mesh_fixtures import NS, meshlet, workload
+from .mesh_fixtures import NS, meshlet
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,8 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess
 
 def http(cp: ControlPlaneProcess, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=cp.url, verify=str(cp.ca_file), headers=headers, timeout=10)
+    context = ssl.create_default_context(cafile=str(cp.ca_file))
+    return httpx.Client(base_url=cp.url, verify=context, headers=headers, timeout=10)
 
 
 @pytest.mark.parametrize("token", [None, "mlt_not-a-real-token", ""])
@@ -57,7 +59,13 @@ def test_a_node_token_cannot_act_for_another_node(cp: ControlPlaneProcess) -> No
             ).status_code
             == 403
         )
-        workloads = {"workloads": [{**workload("w", "x"), "node": "node-b"}]}
+        stray = {
+            "apiVersion": "meshlet.dev/v1alpha1",
+            "kind": "Workload",
+            "metadata": {"namespace": NS, "name": "w"},
+            "spec": {"node": "node-b"},
+        }
+        workloads = {"workloads": [stray]}
         assert client.put("/node/v1/nodes/node-b/workloads", json=workloads).status_code == 403
 
 
@@ -65,7 +73,13 @@ def test_csr_is_signed_only_for_meshlets_hosted_on_the_requesting_node(
     cp: ControlPlaneProcess,
 ) -> None:
     token_b = cp.node_token("node-b")
-    cp.call(lambda c: c.register_workloads("node-b", [workload("vault-1", "vault")]), token=token_b)
+    vault = {
+        "apiVersion": "meshlet.dev/v1alpha1",
+        "kind": "Workload",
+        "metadata": {"namespace": NS, "name": "vault-1", "labels": {"meshless/meshlet": "vault"}},
+        "spec": {"node": "node-b"},
+    }
+    cp.call(lambda c: c.register_workloads("node-b", [vault]), token=token_b)
     identity = pki.meshlet_identity("meshlet.local", NS, "vault")
     csr = pki.create_csr(pki.generate_key(), identity)
 

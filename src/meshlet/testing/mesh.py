@@ -24,6 +24,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -64,10 +65,14 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Polls ``condition`` until it holds; raises :class:`MeshProcessError` naming ``what``."""
+    """Polls ``condition`` until it holds; raises :class:`MeshProcessError` naming ``what``.
+
+    Connection errors and unparsable answers count as "not yet"; a :class:`MeshProcessError`
+    (a process died) ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        with suppress(Exception):
+        with suppress(OSError, httpx.HTTPError, ValueError, KeyError):
             if condition():
                 return
         if time.monotonic() > deadline:
@@ -170,7 +175,8 @@ class ControlPlaneProcess(_Process):
         self.check_alive()
         if not self.ca_file.exists():
             return False
-        response = httpx.get(f"{self.url}/healthz", verify=str(self.ca_file), timeout=2.0)
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        response = httpx.get(f"{self.url}/healthz", verify=context, timeout=2.0)
         return response.status_code == 200
 
     def client(self, token: str | None = None) -> CPClient:
