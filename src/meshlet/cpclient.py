@@ -192,13 +192,18 @@ def ca_pin(ca_pem: bytes) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
 def split_pinned_token(token: str) -> tuple[str, str | None]:
     """``(token, pin)`` from ``<token>#sha256:<hex>``; the pin is ``None`` when absent."""
     token = token.strip()
     secret, sep, pin = token.partition("#")
     if not sep:
         return secret, None
-    if not pin.startswith("sha256:") or len(pin) != len("sha256:") + 64:
+    digest = pin.removeprefix("sha256:")
+    if not pin.startswith("sha256:") or len(digest) != 64 or not _is_hex(digest):
         raise ValueError(
             "the token's CA pin must be '#sha256:' followed by 64 hex digits "
             "(as printed by 'meshlet token create node')"
