@@ -333,3 +333,23 @@ async def test_state_survives_a_restart(cp: ControlPlaneProcess) -> None:
         await node_a.register_node("node-a", "127.0.0.2", 15008)
     client_json = json.loads(cp.state_dir.joinpath("client.json").read_text())
     assert client_json["server"] == running.url
+
+
+async def test_stopping_ends_open_watch_and_config_streams(cp: ControlPlaneProcess) -> None:
+    async with cp.admin() as admin:
+        token = await admin.create_node_token("node-a")
+        await admin.apply([ECHO])
+        events = admin.watch("Meshlet")
+        await asyncio.wait_for(anext(events), 10)
+        async with cp.client(token.token) as node_a:
+            configs = node_a.watch_node_config("node-a")
+            await asyncio.wait_for(anext(configs), 10)
+            await asyncio.wait_for(cp.stop(), 30)
+            assert await asyncio.wait_for(_drain(configs), 10) == "ended"
+            assert await asyncio.wait_for(_drain(events), 10) == "ended"
+
+
+async def _drain(stream: AsyncIterator[Any]) -> str:
+    async for _ in stream:
+        pass
+    return "ended"

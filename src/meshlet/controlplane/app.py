@@ -70,7 +70,7 @@ REGISTERED_BY = "meshlet.dev/registered-by"
 
 @dataclass
 class ControlPlane:
-    """Everything the API serves from; :func:`create_app` starts and stops the hub."""
+    """Everything the API serves from."""
 
     store: ResourceStore
     ca: CertificateAuthority
@@ -272,22 +272,12 @@ class TokenResponse(BaseModel):
 
 
 def create_app(cp: ControlPlane) -> FastAPI:
-    """The ASGI app over ``cp``. Its lifespan starts and stops the config hub."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await cp.hub.start()
-        try:
-            yield
-        finally:
-            cp.closing.set()
-            await cp.hub.stop()
-
+    """The ASGI app over ``cp``. The caller starts ``cp.hub`` before serving and stops it after
+    (:func:`meshlet.controlplane.server.serve_control_plane` does)."""
     app = FastAPI(
         title="meshlet control plane",
         version=__version__,
         description="Kubernetes-shaped resource API and node API of the meshlet service mesh.",
-        lifespan=lifespan,
     )
     _install_error_handlers(app)
     bearer = HTTPBearer(auto_error=False, description="An mlt_ token (admin or node).")
@@ -643,17 +633,9 @@ def _add_node_api(
 
 
 async def _config_lines(cp: ControlPlane, node: str) -> AsyncIterator[bytes]:
-    config = cp.hub.current(node)
-    yield config.model_dump_json().encode() + b"\n"
-    while not cp.closing.is_set():
-        newer = await cp.hub.wait_for_change(node, config.generation, cp.keepalive_interval)
-        if cp.closing.is_set():
-            return
-        if newer is None:
-            yield b"{}\n"
-        else:
-            config = newer
-            yield config.model_dump_json().encode() + b"\n"
+    changes = cp.hub.changes(node)
+    async for config in with_keepalive(changes, cp.keepalive_interval, cp.closing):
+        yield b"{}\n" if config is None else config.model_dump_json().encode() + b"\n"
 
 
 async def _registered_workloads(cp: ControlPlane, node: str, items: list[Object]) -> list[Object]:

@@ -15,9 +15,9 @@ period (``debounce``, 50 ms by default, so that a batch apply compiles once) the
    wakes the watchers. A node whose config did not change keeps its old generation, so its
    agent is not woken for nothing.
 
-Watchers call :meth:`ConfigHub.wait_for_change` with the generation they have; it returns the
-newer config or ``None`` after a timeout (the caller then sends a keepalive). A node the
-compiler says nothing about gets an empty config (no workloads), so an agent always has one.
+Watchers iterate :meth:`ConfigHub.changes`: the node's current config, then each newer one.
+A node the compiler says nothing about gets an empty config (no workloads), so an agent always
+has one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from meshlet.api.errors import ValidationFailure
@@ -76,24 +76,19 @@ class ConfigHub:
             return NodeConfig(node=node, trust_domain=self._trust_domain)
         return config
 
-    async def wait_for_change(
-        self, node: str, generation: int, timeout: float
-    ) -> NodeConfig | None:
-        """The node's config once its generation is not ``generation``; ``None`` on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    async def changes(self, node: str) -> AsyncIterator[NodeConfig]:
+        """The node's current config, then every newer one, forever."""
+        config = self.current(node)
+        yield config
         while True:
-            config = self.current(node)
-            if config.generation != generation:
-                return config
+            # Take the event before reading the config: a publish in between sets this event.
             published = self._published
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(published.wait(), remaining)
-            except TimeoutError:
-                return None
+            newer = self.current(node)
+            if newer.generation != config.generation:
+                config = newer
+                yield config
+            else:
+                await published.wait()
 
     # Following the store ---------------------------------------------------------------------
 

@@ -74,6 +74,22 @@ class _Server(uvicorn.Server):
         yield
 
 
+async def _drain(server: uvicorn.Server) -> None:
+    """Let in-flight requests finish, then stop waiting for idle connections.
+
+    uvicorn's graceful shutdown also waits for every connection to be gone, and an idle
+    keep-alive TLS connection is only gone once the client answers the TLS close_notify,
+    which a pooled client that is not reading never does: without ``force_exit`` every stop
+    would take the whole graceful timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _GRACEFUL_SHUTDOWN
+    await asyncio.sleep(0.1)  # uvicorn's shutdown starts on its next tick
+    while server.server_state.tasks and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    server.force_exit = True
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -118,6 +134,7 @@ async def serve_control_plane(
         raise StateDirError(f"cannot create the state directory {state}: {exc}") from None
     stop = stop or asyncio.Event()
     store = await SqliteStore.open(state / "state.db")
+    hub = ConfigHub(store, trust_domain=trust_domain)
     try:
         ca = CertificateAuthority.load_or_create(state, trust_domain, cert_validity=cert_validity)
         tokens = TokenAuthority(store)
@@ -133,7 +150,7 @@ async def serve_control_plane(
             store=store,
             ca=ca,
             tokens=tokens,
-            hub=ConfigHub(store, trust_domain=trust_domain),
+            hub=hub,
             trust_domain=trust_domain,
             keepalive_interval=keepalive_interval,
         )
@@ -143,9 +160,12 @@ async def serve_control_plane(
             ssl_keyfile=str(key_file),
             log_level="warning",
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN,
-            lifespan="on",
+            # The hub is started and stopped here, around uvicorn, not in an ASGI lifespan:
+            # _drain may skip uvicorn's lifespan shutdown.
+            lifespan="off",
         )
         server = _Server(config)
+        await hub.start()
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
@@ -185,10 +205,12 @@ async def serve_control_plane(
         finally:
             cp.closing.set()
             server.should_exit = True
+            await _drain(server)
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
             sock.close()
     finally:
+        await hub.stop()
         await store.close()
 
 
