@@ -1,0 +1,193 @@
+"""Where local clients come in: each workload's client socket, and the TCP upstream ports.
+
+A connection on ``<run-dir>/<ns>/<workload>/client/meshless`` is a :class:`HandshakeProtocol`:
+it feeds bytes to the sans-IO :class:`~meshlet.wire.handshake.RequestParser`, answers a bad
+request with its code and closes, and once the request is complete pauses reading, lets the
+:class:`~meshlet.agent.outbound.Connector` establish the connection, writes the reply and hands
+the socket to the relay (with any bytes the client sent after its request).
+
+Protection against bad clients: a client that has not sent its whole request within the
+handshake timeout is closed; at most ``maxPendingHandshakes`` connections may be in their
+handshake at once, and past that a new connection is closed at once without a reply (answering
+would cost the same as serving it). Establishing runs in its own task, so a slow destination
+never blocks other clients.
+
+An upstream listener (``upstreams`` in ``agent.yaml``) binds a TCP port for one (workload,
+service ID) pair: each accepted connection is established as if that workload's client had sent
+the handshake for that service. There is no reply to send: on failure the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from meshlet.agent.connections import ConnectionRecord
+from meshlet.agent.metrics import AgentMetrics
+from meshlet.agent.outbound import Connector, Outcome
+from meshlet.wire.handshake import HandshakeError, ReplyCode, RequestParser, encode_reply
+
+__all__ = ["ClientContext", "HandshakeProtocol", "UpstreamProtocol"]
+
+log = logging.getLogger("meshlet.agent")
+
+
+@dataclass
+class ClientContext:
+    """What every client-side connection of one agent shares."""
+
+    connector: Connector
+    metrics: AgentMetrics
+    handshake_timeout: float
+    max_pending: int
+    pending: int = 0
+    #: Establishing tasks, kept so they are not garbage collected and can be cancelled on stop.
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class _Establishing(asyncio.Protocol):
+    """Common part: establish in a task, then hand the transport to the relay."""
+
+    #: Whether the client speaks the handshake and so expects a reply code.
+    replies = True
+
+    def __init__(self, ctx: ClientContext, workload: str) -> None:
+        self._ctx = ctx
+        self._workload = workload
+        self._transport: asyncio.Transport | None = None
+        self._record = ConnectionRecord(ctx.metrics, "outbound", workload)
+        self._early = bytearray()
+        self._gone = False
+
+    def _start(self, service_id: str) -> None:
+        assert self._transport is not None
+        self._transport.pause_reading()
+        self._ctx.spawn(self._establish(service_id))
+
+    async def _establish(self, service_id: str) -> None:
+        transport = self._transport
+        assert transport is not None
+        try:
+            outcome = await self._ctx.connector.establish(self._workload, service_id, self._record)
+        except Exception:
+            log.exception("establishing %s for %s failed", service_id, self._workload)
+            outcome = Outcome(ReplyCode.GENERAL_FAILURE)
+        if self._gone:
+            if outcome.relay is not None:
+                outcome.relay.close()
+            self._record.abandon()
+            return
+        self._record.replied(outcome.code)
+        if self.replies:
+            transport.write(encode_reply(outcome.code))
+        if outcome.relay is None:
+            transport.close()
+            return
+        outcome.relay.attach_left(transport, bytes(self._early))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
+
+
+class HandshakeProtocol(_Establishing):
+    """One connection on a workload's client socket, until the relay takes it over."""
+
+    def __init__(self, ctx: ClientContext, workload: str) -> None:
+        super().__init__(ctx, workload)
+        self._parser: RequestParser | None = RequestParser()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        ctx = self._ctx
+        if ctx.pending >= ctx.max_pending:
+            ctx.metrics.handshakes_dropped.labels("limit").inc()
+            self._parser = None
+            self._transport.abort()
+            return
+        ctx.pending += 1
+        self._timer = asyncio.get_running_loop().call_later(
+            ctx.handshake_timeout, self._handshake_timed_out
+        )
+
+    def _handshake_done(self) -> None:
+        if self._parser is not None:
+            self._parser = None
+            self._ctx.pending -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        self._handshake_done()
+        self._ctx.metrics.handshakes_dropped.labels("timeout").inc()
+        assert self._transport is not None
+        self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            # Bytes already in flight when reading was paused after the request.
+            self._early += data
+            return
+        try:
+            service_id = parser.feed(data)
+        except HandshakeError as exc:
+            self._handshake_done()
+            self._record.replied(exc.code)
+            assert self._transport is not None
+            self._transport.write(encode_reply(exc.code))
+            self._transport.close()
+            return
+        if service_id is None:
+            return
+        self._handshake_done()
+        self._early += parser.rest
+        self._start(str(service_id))
+
+    def eof_received(self) -> bool | None:
+        if self._parser is not None:
+            # Half-closed before finishing the request: it can never complete.
+            self._handshake_done()
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake_done()
+        super().connection_lost(exc)
+
+
+class UpstreamProtocol(_Establishing):
+    """One connection on a TCP upstream port, until the relay takes it over.
+
+    Unmodified clients get no handshake reply; a failure just closes the connection.
+    """
+
+    replies = False
+
+    def __init__(self, ctx: ClientContext, workload: str, service_id: str) -> None:
+        super().__init__(ctx, workload)
+        self._service_id = service_id
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._start(self._service_id)
+
+    def data_received(self, data: bytes) -> None:
+        self._early += data
+
+    def eof_received(self) -> bool | None:
+        return True
