@@ -1,0 +1,141 @@
+"""Child processes of the suite (nginx, haproxy) and what /proc says about any process tree.
+
+CPU time is read from ``/proc/<pid>/stat`` (utime + stime, in clock ticks) for a process and
+all its live descendants, plus the cutime + cstime of the root (children it has already reaped),
+so a multi-process agent is charged for its workers. A sample is a mapping pid -> ticks; the CPU
+used between two samples is the sum of the per-pid differences, a pid that appeared in between
+counting from zero. RSS is the sum of ``VmRSS`` over the same tree.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+from bench.errors import PeerFailed
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with suppress(OSError):
+                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+                found.extend(int(child) for child in text.split())
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants."""
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(_children(pid))
+    return tree
+
+
+CpuSample = dict[tuple[int, str], int]
+
+
+def cpu_sample(roots: Iterable[int]) -> CpuSample:
+    """Clock ticks used so far by each process of the trees under ``roots``."""
+    sample: CpuSample = {}
+    for root in roots:
+        for pid in process_tree(root):
+            fields = _stat_fields(pid)
+            if fields is None:
+                continue
+            # After the name: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
+            ticks = int(fields[11]) + int(fields[12])
+            if pid == root:
+                ticks += int(fields[13]) + int(fields[14])
+            sample[(pid, fields[19])] = ticks  # keyed with starttime(22): pids get reused
+    return sample
+
+
+def cpu_seconds(before: CpuSample, after: CpuSample) -> float:
+    return sum(ticks - before.get(key, 0) for key, ticks in after.items()) / _TICKS
+
+
+def rss_bytes(roots: Iterable[int]) -> int:
+    total = 0
+    for root in roots:
+        for pid in process_tree(root):
+            with suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+    return total
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: Daemon | None = None) -> None:
+    """Waits until ``host:port`` accepts a TCP connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None:
+            process.check_alive()
+        with suppress(OSError), socket.create_connection((host, port), timeout=1.0):
+            return
+        if time.monotonic() > deadline:
+            raise PeerFailed(f"nothing listens on {host}:{port} after {timeout}s")
+        time.sleep(0.05)
+
+
+class Daemon:
+    """A peer program run in the foreground, logging to a file, stopped with SIGTERM/SIGKILL."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise PeerFailed(f"{self.name} is not running")
+        return self.process.pid
+
+    def start(self) -> Daemon:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+            raise PeerFailed(
+                f"{self.name} exited with code {self.process.returncode}; log tail:\n{tail}"
+            )
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
