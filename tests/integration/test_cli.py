@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +269,108 @@ def test_connect_refusal_names_the_reply_code(cli: Cli, tmp_path: Path) -> None:
 def test_connect_without_agent_explains_where_it_looked(cli: Cli, tmp_path: Path) -> None:
     result = cli("connect", "echo.echo.demo", "-d", str(tmp_path / "none"), stdin="")
     assert_clean_failure(result, str(tmp_path / "none" / "client" / "meshless"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_up_refuses_a_busy_port_and_names_it(cli: Cli, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = cli("up", "--home", str(tmp_path / "home"), "--cp-port", str(port))
+    assert_clean_failure(result, f"127.0.0.1:{port} (control plane)", "--cp-port")
+    assert not (tmp_path / "home" / "logs").exists(), "nothing may start when a port is busy"
+
+
+class Output:
+    """Collects a child's output lines in a thread, so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.stream = process.stdout
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, process: subprocess.Popen[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.thread.join(timeout=5)
+                pytest.fail(f"{needle!r} never appeared; output:\n{self.text}")
+            time.sleep(0.1)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of running processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks leftover processes in /proc")
+def test_up_serves_the_demo_canary_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {name: free_port() for name in ("cp", "tunnel", "admin", "upstream")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHLET_")}
+    env.update({"COLUMNS": "200", "NO_COLOR": "1"})
+    argv = [*meshlet_argv(), "up", "--home", str(home)]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
+    up = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env
+    )
+    output = Output(up)
+    try:
+        output.wait_for("Ctrl-C stops everything", up, timeout=120)
+        assert "demo check" in output.text and "ok: sent 'hello meshlet'" in output.text
+
+        cli = Cli({**env, "MESHLET_HOME": str(home / "cp")}, tmp_path)
+        client_dir = home / "run" / "local" / "demo" / "client"
+        replies = [
+            cli("connect", "echo.echo.demo", "-d", str(client_dir), stdin="hi\n").stdout
+            for _ in range(5)
+        ]
+        assert set(replies) <= {"v1: hi\n", "v2: hi\n"}, replies
+
+        with socket.create_connection(("127.0.0.1", ports["upstream"]), timeout=10) as sock:
+            sock.sendall(b"over tcp\n")
+            reply = sock.makefile("rb").readline()
+        assert reply in (b"v1: over tcp\n", b"v2: over tcp\n")
+
+        listed = cli("get", "ml", "-A")
+        assert {"client", "echo"} <= {row.split()[1] for row in listed.stdout.splitlines()[1:]}
+        assert "canary" in (home / "demo.yaml").read_text()
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0, output.text
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        output.thread.join(timeout=5)
+        output.stream.close()
+    assert "stopped." in output.text
+    assert processes_mentioning(str(home)) == [], "meshlet up left processes running"

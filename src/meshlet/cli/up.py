@@ -134,7 +134,7 @@ async def _up(layout: Layout, ports: DemoPorts) -> None:
             startup.cancel()
             await asyncio.gather(startup, return_exceptions=True)
             return
-        out.print(_panel(layout, ports, startup.result()))
+        out.print(_panel(layout, ports, startup.result()), soft_wrap=False)
         exited = asyncio.ensure_future(supervisor.wait_any_exit())
         await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
