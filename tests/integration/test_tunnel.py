@@ -1,0 +1,657 @@
+"""Tunnels for real: TLS 1.3 on 127.0.0.1 with mesh certificates, on uvloop like the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import uvloop
+
+from meshlet import pki
+from meshlet.agent.relay import Relay
+from meshlet.agent.tunnel import (
+    MuxStream,
+    OpenRequest,
+    TunnelError,
+    TunnelPool,
+    TunnelServer,
+    TunnelSettings,
+    TunnelTimeout,
+)
+from meshlet.testing.certs import CertificateFactory
+from meshlet.wire.frames import INITIAL_WINDOW, FrameReader, FrameType, GoAwayCode
+from meshlet.wire.handshake import ReplyCode
+
+pytestmark = pytest.mark.integration
+
+CLIENT = "spiffe://meshlet.local/ns/demo/meshlet/client"
+NODE = "spiffe://meshlet.local/node/node-b"
+REQUEST = OpenRequest("echo.echo.demo", "demo/echo-v1", {"traceparent": "00-1"})
+
+
+def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh uvloop loop (the agent's loop), bounded to 60 s."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(asyncio.wait_for(test(*args, **kwargs), 60))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def factory() -> CertificateFactory:
+    return CertificateFactory()
+
+
+@pytest.fixture
+def contexts(factory: CertificateFactory, tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    return factory.server_context(NODE, tmp_path), factory.client_context(CLIENT, tmp_path)
+
+
+class Peer(asyncio.Protocol):
+    """A test protocol: records everything; an echo writes back and closes on EOF."""
+
+    def __init__(self, echo: bool = False) -> None:
+        self.echo = echo
+        self.transport: asyncio.Transport | None = None
+        self.data = bytearray()
+        self.made = asyncio.get_running_loop().create_future()
+        self.eof = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.paused = False
+        self._wanted = 0
+        self._enough: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.made.set_result(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if self.echo:
+            assert self.transport is not None
+            self.transport.write(data)
+        if self._enough is not None and len(self.data) >= self._wanted:
+            self._enough.set_result(None)
+            self._enough = None
+
+    def eof_received(self) -> bool:
+        self.eof.set_result(None)
+        return not self.echo  # an echo closes its side once the other side closed
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+    async def read(self, size: int) -> bytes:
+        if len(self.data) < size:
+            self._wanted = size
+            self._enough = asyncio.get_running_loop().create_future()
+            await self._enough
+        return bytes(self.data[:size])
+
+
+OnOpen = Callable[[str, OpenRequest], Awaitable[tuple[ReplyCode, asyncio.Protocol | None]]]
+
+
+def echo_server(seen: list[tuple[str, OpenRequest]] | None = None) -> OnOpen:
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        if seen is not None:
+            seen.append((identity, request))
+        return ReplyCode.OK, Peer(echo=True)
+
+    return on_open
+
+
+async def open_peer(
+    pool: TunnelPool,
+    server: TunnelServer | int,
+    *,
+    peer: str = NODE,
+    timeout: float = 10,
+) -> tuple[ReplyCode, Peer]:
+    protocol = Peer()
+    code = await pool.open_stream(
+        source_identity=CLIENT,
+        peer_identity=peer,
+        address="127.0.0.1",
+        port=server if isinstance(server, int) else server.port,
+        request=REQUEST,
+        protocol=protocol,
+        timeout=timeout,
+    )
+    return code, protocol
+
+
+def pool_for(context: ssl.SSLContext, **settings: Any) -> TunnelPool:
+    return TunnelPool(lambda identity: context, TunnelSettings(**settings))
+
+
+@on_uvloop
+async def test_round_trip_with_verified_identity(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    seen: list[tuple[str, OpenRequest]] = []
+    server = TunnelServer(server_ctx, echo_server(seen))
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        code, peer = await open_peer(pool, server)
+        assert code is ReplyCode.OK
+        stream = await peer.made
+        assert isinstance(stream, MuxStream)
+        assert stream.get_extra_info("peer_identity") == NODE
+        stream.write(b"hello")
+        assert await peer.read(5) == b"hello"
+        assert seen == [(CLIENT, REQUEST)]
+        assert pool.connections == 1 and pool.active_streams == 1
+        assert server.connections == 1 and server.active_streams == 1
+        stream.close()
+        assert await peer.lost is None
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_many_concurrent_streams_share_one_connection(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        opened = await asyncio.gather(*(open_peer(pool, server) for _ in range(200)))
+        assert pool.connections == 1
+        for i, (code, peer) in enumerate(opened):
+            assert code is ReplyCode.OK
+            assert peer.transport is not None
+            peer.transport.write(b"%d;" % i * 100)
+        for i, (_, peer) in enumerate(opened):
+            expected = b"%d;" % i * 100
+            assert await peer.read(len(expected)) == expected
+        assert server.active_streams == 200
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_streams_spill_to_another_connection_past_the_limit(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx, max_streams_per_connection=2)
+    try:
+        opened = await asyncio.gather(*(open_peer(pool, server) for _ in range(5)))
+        assert all(code is ReplyCode.OK for code, _ in opened)
+        assert pool.connections == 3
+        assert server.connections == 3
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_half_close_reaches_the_server_which_still_replies(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+
+    class Answer(Peer):
+        def eof_received(self) -> bool:
+            assert self.transport is not None
+            self.transport.write(b"got %d bytes" % len(self.data))
+            self.transport.close()
+            return True
+
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        return ReplyCode.OK, Answer()
+
+    server = TunnelServer(server_ctx, on_open)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        _, peer = await open_peer(pool, server)
+        assert peer.transport is not None
+        peer.transport.write(b"x" * 1000)
+        peer.transport.write_eof()
+        await peer.eof
+        assert bytes(peer.data) == b"got 1000 bytes"
+        peer.transport.close()
+        await peer.lost
+        assert pool.active_streams == 0
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_a_slow_reader_does_not_stall_another_stream(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    blob = bytes(range(256)) * 16 * 1024  # 4 MiB
+
+    class Blaster(Peer):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            transport = cast(asyncio.Transport, transport)
+            transport.write(blob)
+            transport.write_eof()
+
+    first = True
+
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        nonlocal first
+        blaster, first = first, False
+        return ReplyCode.OK, (Blaster() if blaster else Peer(echo=True))
+
+    server = TunnelServer(server_ctx, on_open)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx, stream_window=INITIAL_WINDOW)
+    try:
+
+        class Stalled(Peer):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                transport = cast(asyncio.Transport, transport)
+                transport.pause_reading()
+
+        slow = Stalled()
+        code = await pool.open_stream(
+            source_identity=CLIENT,
+            peer_identity=NODE,
+            address="127.0.0.1",
+            port=server.port,
+            request=REQUEST,
+            protocol=slow,
+            timeout=10,
+        )
+        assert code is ReplyCode.OK
+        # The other stream round-trips many times while the first one is stalled.
+        _, fast = await open_peer(pool, server)
+        assert fast.transport is not None
+        for i in range(50):
+            fast.transport.write(b"ping")
+            assert await fast.read(4 * (i + 1)) == b"ping" * (i + 1)
+        assert len(slow.data) == 0
+        # The sender was held to one window: the rest waits on its side.
+        assert server.active_streams == 2
+        assert slow.transport is not None
+        slow.transport.resume_reading()
+        assert await slow.read(len(blob)) == blob
+        await slow.eof
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_writer_is_paused_when_the_window_is_exhausted(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    stalled: list[Peer] = []
+
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        peer = Peer()
+        stalled.append(peer)
+        return ReplyCode.OK, peer
+
+    server = TunnelServer(server_ctx, on_open)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx, write_high_water=64 * 1024)
+    try:
+        _, writer = await open_peer(pool, server)
+        receiver = stalled[0]
+        assert receiver.transport is not None and writer.transport is not None
+        receiver.transport.pause_reading()
+        writer.transport.write(b"w" * (2 * 1024 * 1024))
+        assert writer.paused
+        receiver.transport.resume_reading()
+        await receiver.read(2 * 1024 * 1024)
+        while writer.paused:
+            await asyncio.sleep(0.01)
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_reply_code_is_propagated_and_the_protocol_stays_unconnected(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+
+    async def deny(identity: str, request: OpenRequest) -> tuple[ReplyCode, None]:
+        return ReplyCode.ACCESS_DENIED, None
+
+    server = TunnelServer(server_ctx, deny)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        code, peer = await open_peer(pool, server)
+        assert code is ReplyCode.ACCESS_DENIED
+        assert not peer.made.done()
+        assert pool.active_streams == 0
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_on_open_failure_answers_general_failure(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+
+    async def broken(identity: str, request: OpenRequest) -> tuple[ReplyCode, None]:
+        raise RuntimeError("boom")
+
+    server = TunnelServer(server_ctx, broken)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        code, _ = await open_peer(pool, server)
+        assert code is ReplyCode.GENERAL_FAILURE
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_no_reply_in_time_raises_tunnel_timeout_and_releases_the_protocol(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    release = asyncio.Event()
+    late = Peer()
+
+    async def slow(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        await release.wait()
+        return ReplyCode.OK, late
+
+    server = TunnelServer(server_ctx, slow)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        with pytest.raises(TunnelTimeout):
+            await open_peer(pool, server, timeout=0.3)
+        release.set()
+        # The stream was reset while on_open ran: its protocol is connected, then lost.
+        await late.made
+        assert isinstance(await late.lost, ConnectionResetError)
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_client_certificate_from_another_ca_is_rejected(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    rogue = CertificateFactory().issue(CLIENT, tmp_path / "rogue")
+    # Trusts our CA (so it would accept the server) but presents a certificate of another CA.
+    rogue_ctx = pki.mtls_client_context(rogue.cert, rogue.key, tmp_path / "ca.crt")
+    bad_pool = pool_for(rogue_ctx)
+    good_pool = pool_for(client_ctx)
+    try:
+        with pytest.raises(TunnelError):
+            code, _ = await open_peer(bad_pool, server, timeout=5)
+        code, _peer = await open_peer(good_pool, server)
+        assert code is ReplyCode.OK
+        assert bad_pool.connections == 0
+    finally:
+        await bad_pool.close()
+        await good_pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_peer_identity_mismatch_raises_and_closes(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        with pytest.raises(TunnelError, match="node-c"):
+            await open_peer(pool, server, peer="spiffe://meshlet.local/node/node-c")
+        assert pool.connections == 0
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_dial_failure_raises_tunnel_error(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    _, client_ctx = contexts
+    server = TunnelServer(contexts[0], echo_server())
+    port = await server.start("127.0.0.1", 0)
+    await server.close(0)
+    pool = pool_for(client_ctx)
+    with pytest.raises(TunnelError, match="cannot connect"):
+        await pool.open_stream(
+            source_identity=CLIENT,
+            peer_identity=NODE,
+            address="127.0.0.1",
+            port=port,
+            request=REQUEST,
+            protocol=Peer(),
+            timeout=5,
+        )
+    await pool.close()
+
+
+@on_uvloop
+async def test_server_close_sends_go_away_and_lets_in_flight_streams_finish(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        _, peer = await open_peer(pool, server)
+        assert peer.transport is not None
+        port = server.port
+        closing = asyncio.create_task(server.close(10))
+        await asyncio.sleep(0.1)
+        assert not closing.done()
+        # Still flowing after GO_AWAY.
+        peer.transport.write(b"after go-away")
+        assert await peer.read(13) == b"after go-away"
+        # The connection takes no new streams; the listener is gone, so a new dial fails.
+        with pytest.raises(TunnelError):
+            await open_peer(pool, port, timeout=5)
+        peer.transport.close()
+        await closing
+        assert server.connections == 0
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_garbage_closes_only_that_connection(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        _, peer = await open_peer(pool, server)
+        assert peer.transport is not None
+        # Not TLS at all.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.0\r\n\r\n" * 10)
+        assert await reader.read() == b""
+        writer.close()
+        # TLS with a valid certificate, then bytes that are not frames.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=client_ctx)
+        writer.write(b"\x07" * 64)
+        reply = await reader.read()
+        [go_away] = FrameReader().feed(reply)
+        assert (go_away.type, go_away.value) == (FrameType.GO_AWAY, GoAwayCode.PROTOCOL_ERROR)
+        writer.close()
+        # The good connection never noticed.
+        peer.transport.write(b"still here")
+        assert await peer.read(10) == b"still here"
+        assert pool.connections == 1
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_idle_connections_are_closed(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx, keepalive_interval=0.05, idle_connection_timeout=0.1)
+    try:
+        _, peer = await open_peer(pool, server)
+        assert peer.transport is not None
+        await asyncio.sleep(0.3)
+        assert pool.connections == 1  # a connection with a stream is not idle
+        peer.transport.close()
+        while pool.connections or server.connections:
+            await asyncio.sleep(0.02)
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+# -- relays over the tunnel -----------------------------------------------------------------
+
+
+async def echo_tcp_server() -> asyncio.Server:
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            # uvloop's transports do not subclass asyncio.Transport; they implement it.
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)
+
+        def eof_received(self) -> bool:
+            self.transport.write(b"<eof>")
+            return False
+
+    return await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
+
+
+@on_uvloop
+async def test_relays_carry_bytes_and_half_close_end_to_end(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """client socket → relay → tunnel stream → relay → TCP echo server, and back."""
+    server_ctx, client_ctx = contexts
+    loop = asyncio.get_running_loop()
+    echo = await echo_tcp_server()
+    echo_port = echo.sockets[0].getsockname()[1]
+    closed: list[Relay] = []
+
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        relay = Relay(idle_timeout=None, on_close=closed.append)
+        await loop.create_connection(lambda: relay.left, "127.0.0.1", echo_port)
+        return ReplyCode.OK, relay.right
+
+    server = TunnelServer(server_ctx, on_open)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = writer.transport
+        transport = cast(asyncio.Transport, transport)
+        transport.pause_reading()
+        relay = Relay(idle_timeout=None, on_close=closed.append)
+        code = await pool.open_stream(
+            source_identity=CLIENT,
+            peer_identity=NODE,
+            address="127.0.0.1",
+            port=server.port,
+            request=REQUEST,
+            protocol=relay.right,
+            timeout=5,
+        )
+        assert code is ReplyCode.OK
+        relay.attach_left(transport, b"early;")
+
+    front = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", front.sockets[0].getsockname()[1]
+        )
+        payload = b"z" * (3 * 1024 * 1024)
+        writer.write(payload)
+        writer.write_eof()
+        data = await reader.read()
+        assert data == b"early;" + payload + b"<eof>"
+        writer.close()
+        while len(closed) < 2:
+            await asyncio.sleep(0.01)
+        client_relay = next(r for r in closed if r.bytes_left_to_right == len(payload) + 6)
+        assert client_relay.bytes_right_to_left == len(payload) + 11
+    finally:
+        front.close()
+        echo.close()
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_relay_idle_timeout_closes_both_sides_once(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    loop = asyncio.get_running_loop()
+    echo = await echo_tcp_server()
+    closed: list[Relay] = []
+    relay = Relay(idle_timeout=0.2, on_close=closed.append)
+    await loop.create_connection(lambda: relay.right, "127.0.0.1", echo.sockets[0].getsockname()[1])
+    client = Peer()
+    front = await loop.create_server(lambda: relay.left, "127.0.0.1", 0)
+    try:
+        await loop.create_connection(lambda: client, "127.0.0.1", front.sockets[0].getsockname()[1])
+        for _ in range(5):  # activity keeps it open past the timeout
+            assert client.transport is not None
+            client.transport.write(b"tick")
+            await asyncio.sleep(0.1)
+        assert not client.eof.done()
+        await client.eof  # the relay closed its socket after the idle time
+        while not closed:
+            await asyncio.sleep(0.01)
+        assert closed == [relay]
+        assert relay.bytes_left_to_right == relay.bytes_right_to_left == 20
+        assert client.transport is not None
+        client.transport.close()
+    finally:
+        front.close()
+        echo.close()
