@@ -305,6 +305,63 @@ async def test_a_slow_reader_does_not_stall_another_stream(
 
 
 @on_uvloop
+async def test_bytes_held_while_paused_survive_the_end_of_the_stream(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """Both sides closed while the reader was paused: it still gets every byte, then EOF."""
+    server_ctx, client_ctx = contexts
+    blob = b"q" * (INITIAL_WINDOW // 2)
+
+    class SayAndClose(Peer):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            transport = cast(asyncio.Transport, transport)
+            transport.write(blob)
+            transport.write_eof()
+
+        def eof_received(self) -> bool:
+            return False
+
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        return ReplyCode.OK, SayAndClose()
+
+    server = TunnelServer(server_ctx, on_open)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+
+        class Paused(Peer):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                transport = cast(asyncio.Transport, transport)
+                transport.pause_reading()
+                transport.write_eof()
+
+        reader = Paused()
+        code = await pool.open_stream(
+            source_identity=CLIENT,
+            peer_identity=NODE,
+            address="127.0.0.1",
+            port=server.port,
+            request=REQUEST,
+            protocol=reader,
+            timeout=10,
+        )
+        assert code is ReplyCode.OK
+        while pool.active_streams:
+            await asyncio.sleep(0.01)
+        assert not reader.lost.done()
+        assert reader.transport is not None
+        reader.transport.resume_reading()
+        await reader.eof
+        assert bytes(reader.data) == blob
+        assert await reader.lost is None
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
 async def test_writer_is_paused_when_the_window_is_exhausted(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:

@@ -168,6 +168,7 @@ class MuxStream(asyncio.Transport):
         self._reading_paused = False
         self._held: bytearray | None = None  # bytes received while reading is paused
         self._eof_held = False
+        self._lose_after_held = False  # the stream ended while bytes were held for the protocol
         self._writing_paused = False
 
     # -- asyncio.Transport ----------------------------------------------------------------------
@@ -309,6 +310,8 @@ class MuxStream(asyncio.Transport):
         if self._eof_held and not self._reading_paused:
             self._eof_held = False
             self._deliver_eof()
+        if self._lose_after_held and not (self._reading_paused or self._held or self._eof_held):
+            self._schedule_lost(None)
 
     def _update_writing(self) -> None:
         """Re-evaluate pause/resume after a window update or a TLS transport pause change."""
@@ -335,8 +338,15 @@ class MuxStream(asyncio.Transport):
             self.abort()
 
     def _finish(self, exc: Exception | None) -> None:
-        """The stream no longer exists in the session: forget it and tell the protocol."""
+        """The stream no longer exists in the session: forget it and tell the protocol.
+
+        A stream that ended normally while reading was paused first delivers what it holds
+        (on ``resume_reading``), then ``connection_lost``.
+        """
         self._conn.forget(self._id)
+        if exc is None and not self._closing and (self._held or self._eof_held):
+            self._lose_after_held = True
+            return
         self._schedule_lost(exc)
 
     def _schedule_lost(self, exc: Exception | None) -> None:
