@@ -36,7 +36,7 @@ import uvloop
 
 from meshlet.sdk import open_connection
 
-P = TypeVar("P", bound=asyncio.BaseProtocol)
+P = TypeVar("P", "ResponseReader", "BulkReader")
 
 
 def parse_head(head: bytes) -> tuple[int, int]:
@@ -55,6 +55,7 @@ class ResponseReader(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.BaseTransport | None = None
+        self.streams: tuple[object, ...] = ()
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.status = 0
@@ -109,6 +110,7 @@ class BulkReader(asyncio.BufferedProtocol):
 
     def __init__(self, capacity: int) -> None:
         self.transport: asyncio.BaseTransport | None = None
+        self.streams: tuple[object, ...] = ()
         self.buffer = bytearray(capacity)
         self.view = memoryview(self.buffer)
         self.filled = 0
@@ -171,9 +173,11 @@ class Target:
         if self.kind == "tcp":
             await loop.create_connection(lambda: protocol, self.address, int(self.detail))
             return protocol
-        _, writer = await open_connection(self.detail, meshlet_dir=self.address)
+        reader, writer = await open_connection(self.detail, meshlet_dir=self.address)
         # The server has not spoken yet (HTTP), so the stream reader holds nothing: hand the
-        # transport to the lighter protocol.
+        # transport to the lighter protocol. The protocol keeps the stream pair alive, since a
+        # collected StreamWriter closes its transport.
+        protocol.streams = (reader, writer)
         transport = writer.transport
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -295,8 +299,12 @@ async def run_bulk(target: Target, path: str, sha256: str, size: int, count: int
                 reader.transport.close()
         body = reader.body()
         received += len(body)
-        if reader.status != 200 or hashlib.sha256(body).hexdigest() != sha256:
+        digest = hashlib.sha256(body).hexdigest()
+        if reader.status != 200 or digest != sha256:
             bad += 1
+            first_error = first_error or (
+                f"status {reader.status}, {len(body)} body bytes with SHA-256 {digest}"
+            )
     return {
         "requests": count,
         "bytes": received,

@@ -251,7 +251,7 @@ def _handshake(results: Results) -> tuple[str, bool | None]:
         ratio = _ratio(
             _get(results, f"handshake/py/{load}", name), _get(results, f"meshlet/py/{load}", name)
         )
-        if ratio is None:
+        if not ratio:
             continue
         shortfall = 1 / ratio if higher_is_better else ratio  # > 1: the handshake path is worse
         if worst is None or shortfall > worst[0]:

@@ -240,4 +240,6 @@ def _summary(figures: dict[str, Any]) -> str:
         parts.append(f"{figures['mb_s']:,.0f} MB/s")
     parts.append(f"proxy CPU {figures['cpu_s']:.2f} s")
     parts.append(f"errors {figures['errors']} bad {figures['bad']}")
+    if figures.get("first_error"):
+        parts.append(f"first error: {figures['first_error']}")
     return ", ".join(parts)
