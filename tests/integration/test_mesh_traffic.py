@@ -104,6 +104,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 workload("vault", "vault"),
             ],
             extra=fast,
+            pinned=True,  # trusts the control plane through the CA pin in its token
         )
         m = Mesh(local, a, b, upstream_port)
         m.serve(a, "local-echo", "echo", "local")

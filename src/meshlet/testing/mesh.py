@@ -191,8 +191,10 @@ class ControlPlaneProcess(_Process):
 
         return asyncio.run(run())
 
-    def node_token(self, node: str) -> str:
-        return self.call(lambda c: c.create_node_token(node)).token
+    def node_token(self, node: str, *, pinned: bool = False) -> str:
+        """A node token; ``pinned`` appends the CA pin, as ``meshlet token create`` prints it."""
+        token = self.call(lambda c: c.create_node_token(node))
+        return token.pinned if pinned else token.token
 
 
 class AgentProcess(_Process):
@@ -228,13 +230,17 @@ class AgentProcess(_Process):
             **(extra or {}),
         }
         self.token_file = self.home / "node.token"
+        #: Trust the control plane through the CA pin in the token instead of ``--ca-file``,
+        #: as an agent on another machine does.
+        self.pinned = False
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         config_file = self.home / "agent.yaml"
         config_file.write_text(yaml.safe_dump(self.config))
         if not self.token_file.exists():
-            self.token_file.write_text(self.cp.node_token(self.node) + "\n")
+            token = self.cp.node_token(self.node, pinned=self.pinned)
+            self.token_file.write_text(token + "\n")
             self.token_file.chmod(0o600)
         self._spawn(
             _meshlet_argv(
@@ -248,8 +254,7 @@ class AgentProcess(_Process):
                 self.node,
                 "--config",
                 str(config_file),
-                "--ca-file",
-                str(self.cp.ca_file),
+                *([] if self.pinned else ["--ca-file", str(self.cp.ca_file)]),
             )
         )
         wait_until(self._admin_up, timeout, f"the admin API of agent {self.node}")
@@ -332,6 +337,7 @@ class LocalMesh:
         upstreams: Sequence[Mapping[str, Any]] = (),
         extra: Mapping[str, Any] | None = None,
         start: bool = True,
+        pinned: bool = False,
     ) -> AgentProcess:
         address = f"127.0.0.{self._next_address}"
         self._next_address += 1
@@ -344,6 +350,7 @@ class LocalMesh:
             upstreams=upstreams,
             extra=extra,
         )
+        agent.pinned = pinned
         self.agents[node] = agent
         if start:
             agent.start()
