@@ -49,15 +49,14 @@ class EchoServer:
             self.tcp_port = listener.getsockname()[1]
         listener.listen(512)
         self._listener = listener
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop, args=(listener,), daemon=True)
         self._thread.start()
         return self
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _accept_loop(self, listener: socket.socket) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 return
             with self._lock:
