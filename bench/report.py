@@ -314,6 +314,8 @@ def print_tables(results: Results, console: Console | None = None) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    for line in error_lines(results):
+        console.print(f"[bold red]errors:[/] {line}", highlight=False)
     for path, failure in results.get("failures", {}).items():
         console.print(f"[bold red]{path} FAILED[/]: {failure}")
 
@@ -338,9 +340,26 @@ def markdown(results: Results, results_file: str) -> str:
     ]
     for title, header, rows in tables(results):
         parts.append(f"### {title}\n\n{_markdown_table(header, rows)}")
+    bad = error_lines(results)
+    if bad:
+        listing = "\n".join(f"- {line}" for line in bad)
+        parts.append(f"**Errors were counted; these figures are not valid:**\n\n{listing}")
     for path, failure in results.get("failures", {}).items():
         parts.append(f"**{path} failed:**\n\n```\n{failure[-4000:]}\n```")
     return "\n\n".join(parts)
+
+
+def error_lines(results: Results) -> list[str]:
+    """One line per run that counted an error or a bad body, with the first error seen."""
+    lines = []
+    for run in results["runs"]:
+        if run.get("errors") or run.get("bad"):
+            detail = f": {run['first_error']}" if run.get("first_error") else ""
+            lines.append(
+                f"`{run['key']}` run {run['run'] + 1}: {run['errors']} errors, "
+                f"{run['bad']} bad responses{detail}"
+            )
+    return lines
 
 
 def update_docs(doc: Path, results: Results, results_file: str) -> None:
