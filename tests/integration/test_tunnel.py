@@ -712,3 +712,54 @@ async def test_relay_idle_timeout_closes_both_sides_once(
     finally:
         front.close()
         echo.close()
+
+
+@on_uvloop
+async def test_bytes_keep_their_order_when_the_reader_pauses_and_resumes_often(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A reader that pauses after every chunk and resumes on the next loop turn (as a relay to
+    a Unix socket with a small buffer does) gets the bytes in the order they were sent."""
+    server_ctx, client_ctx = contexts
+    blob = b"".join(i.to_bytes(4, "big") for i in range(1 << 20))  # 4 MiB, every offset unique
+
+    class Sender(Peer):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            transport = cast(asyncio.Transport, transport)
+            for start in range(0, len(blob), 16384):
+                transport.write(blob[start : start + 16384])
+            transport.write_eof()
+
+    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+        return ReplyCode.OK, Sender()
+
+    class Flaky(Peer):
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            assert self.transport is not None
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self.transport.resume_reading)
+
+    server = TunnelServer(server_ctx, on_open)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        reader = Flaky()
+        code = await pool.open_stream(
+            source_identity=CLIENT,
+            peer_identity=NODE,
+            address="127.0.0.1",
+            port=server.port,
+            request=REQUEST,
+            protocol=reader,
+            timeout=10,
+        )
+        assert code is ReplyCode.OK
+        await reader.eof
+        received = bytes(reader.data)
+        assert len(received) == len(blob)
+        assert received == blob, "bytes were reordered"
+    finally:
+        await pool.close()
+        await server.close(1)

@@ -263,7 +263,9 @@ class MuxStream(asyncio.Transport):
             # Nobody reads any more; keep the peer's window open so it never stalls on us.
             self._session.acknowledge(self._id, len(data))
             return
-        if self._reading_paused:
+        if self._reading_paused or self._held:
+            # Held bytes wait for a delivery scheduled by resume_reading: anything arriving
+            # before it runs must queue behind them, or the protocol sees bytes out of order.
             if self._held is None:
                 self._held = bytearray()
             self._held += data
@@ -279,7 +281,7 @@ class MuxStream(asyncio.Transport):
     def _on_eof(self) -> None:
         if self._closing or self._lost:
             return
-        if self._reading_paused:
+        if self._reading_paused or self._held:
             self._eof_held = True
             return
         self._deliver_eof()
