@@ -32,9 +32,10 @@ REDIS = "redis.tcp.demo"
 EMPTY = "svc.empty.demo"
 GHOST = "ghost.nowhere.demo"
 UNDECLARED = "secret.vault.demo"
+APPLIED = "web.applied.demo"
 
 MANIFESTS = [
-    meshlet("client", client=[ECHO, LOCAL, LIMITED, IDLE, REDIS, EMPTY, GHOST]),
+    meshlet("client", client=[ECHO, LOCAL, LIMITED, IDLE, REDIS, EMPTY, GHOST, APPLIED]),
     meshlet("stranger"),
     meshlet("echo", services=[{"name": "echo"}], canary={"v1": 90, "v2": 10}),
     meshlet("local", services=[{"name": "echo"}]),
@@ -43,6 +44,7 @@ MANIFESTS = [
     meshlet("tcp", services=[{"name": "redis"}]),
     meshlet("empty", services=[{"name": "svc"}]),
     meshlet("vault", services=[{"name": "secret"}]),
+    meshlet("applied", services=[{"name": "web"}]),
 ]
 
 
@@ -153,6 +155,28 @@ def test_tcp_upstream_listener_needs_no_handshake(mesh: Mesh) -> None:
         assert read_line(sock).decode().strip() in {"v1", "v2"}
         sock.sendall(b"plain tcp\n")
         assert read_line(sock) == b"plain tcp\n"
+
+
+def test_a_workload_applied_as_a_resource_is_set_up_by_its_node_agent(mesh: Mesh) -> None:
+    mesh.mesh.apply(
+        [
+            {
+                "apiVersion": "meshlet.dev/v1alpha1",
+                "kind": "Workload",
+                "metadata": {
+                    "namespace": NS,
+                    "name": "web-1",
+                    "labels": {"meshless/meshlet": "applied"},
+                },
+                "spec": {"node": "node-b"},
+            }
+        ]
+    )
+    server_dir = mesh.b.workload_dir(f"{NS}/web-1") / "server"
+    wait_until(server_dir.is_dir, 15, "node-b to create the applied workload's directory")
+    with EchoServer("web-1", unix_path=server_dir / "web"):
+        mesh.a.wait_for_endpoints(f"{NS}/client", APPLIED, ready=1)
+        assert greeting(mesh.client, APPLIED) == "web-1"
 
 
 def test_sdk_connect_returns_a_socket_to_the_service(mesh: Mesh) -> None:
