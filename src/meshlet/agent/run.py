@@ -1,8 +1,10 @@
 """Running the agent as a program: flags to settings, signals, uvloop.
 
 ``python -m meshlet.agent --cp URL --token-file F --node N [--config agent.yaml] [--ca-file CA]``
-is what ``meshlet agent run`` does too (the CLI calls :func:`settings_from_flags` and
-:func:`run_agent`). SIGTERM and SIGINT stop the agent gracefully (:meth:`Agent.stop`).
+is what ``meshlet agent run`` runs too: the CLI checks the flags with :func:`settings_from_flags`,
+then replaces itself (``os.execv``) with the command line :func:`agent_argv` builds, so that the
+agent process never holds the CLI's libraries. SIGTERM and SIGINT stop the agent gracefully
+(:meth:`Agent.stop`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,7 +23,7 @@ from meshlet.agent.agent import Agent
 from meshlet.agent.config import AgentSettings, load_config
 from meshlet.agent.errors import AgentError, ConfigError
 
-__all__ = ["main", "run_agent", "settings_from_flags"]
+__all__ = ["agent_argv", "main", "run_agent", "settings_from_flags"]
 
 log = logging.getLogger("meshlet.agent")
 
@@ -45,6 +48,30 @@ def settings_from_flags(
     return AgentSettings(
         server=cp, token=token, config=load_config(config, node=node), ca_file=ca_file
     )
+
+
+def agent_argv(
+    *,
+    cp: str,
+    token_file: Path,
+    node: str | None,
+    config: Path | None,
+    ca_file: Path | None = None,
+    log_level: str = "INFO",
+    cli_errors: bool = False,
+) -> list[str]:
+    """``python -m meshlet.agent`` with these flags (``cli_errors``: report errors as the CLI)."""
+    argv = [sys.executable, "-m", "meshlet.agent", "--cp", cp, "--token-file", str(token_file)]
+    if node is not None:
+        argv += ["--node", node]
+    if config is not None:
+        argv += ["--config", str(config)]
+    if ca_file is not None:
+        argv += ["--ca-file", str(ca_file)]
+    argv += ["--log-level", log_level]
+    if cli_errors:
+        argv.append("--cli-errors")
+    return argv
 
 
 async def run_agent(settings: AgentSettings, stop: asyncio.Event | None = None) -> None:
@@ -84,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="agent.yaml")
     parser.add_argument("--ca-file", type=Path, help="CA certificate of the control plane")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    # Set by `meshlet agent run` (which execs this): errors look and exit as the CLI's do.
+    parser.add_argument("--cli-errors", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -98,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         uvloop.run(run_agent(settings))
     except AgentError as exc:
+        if args.cli_errors:
+            red, bold, reset = ("\x1b[31m", "\x1b[1;31m", "\x1b[0m") if _color() else ("", "", "")
+            print(f"{bold}error:{reset} {red}agent: {exc}{reset}", file=sys.stderr)
+            return 1
         print(f"meshlet agent: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _color() -> bool:
+    return sys.stderr.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"

@@ -6,12 +6,16 @@ Their expected start-up failures (a busy port, an unreadable state directory, a 
 config) become one-line errors.
 
 The control plane (FastAPI, uvicorn, SQLAlchemy) and the agent are imported inside the
-commands, not at the top: every ``meshlet get`` would otherwise pay for importing both.
+commands, not at the top: every ``meshlet get`` would otherwise pay for importing both. ``agent
+run`` checks its flags and config, then execs ``python -m meshlet.agent`` (same PID) so that
+the long-running agent does not keep the CLI's libraries in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -114,16 +118,26 @@ def agent_run(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run a node agent in the foreground (Ctrl-C stops it gracefully)."""
-    import uvloop
-
     from meshlet.agent.errors import AgentError
-    from meshlet.agent.run import run_agent, settings_from_flags
+    from meshlet.agent.run import agent_argv, settings_from_flags
 
-    logging.basicConfig(level=log_level.upper(), format=_LOG_FORMAT)
     try:
-        settings = settings_from_flags(
-            cp=cp, token_file=token_file, node=node, config=config, ca_file=ca_file
-        )
-        uvloop.run(run_agent(settings))
+        # Checked here so that a bad flag or config file is reported like any CLI error.
+        settings_from_flags(cp=cp, token_file=token_file, node=node, config=config, ca_file=ca_file)
     except AgentError as exc:
         raise CLIError(f"agent: {exc}") from None
+    # The agent runs for days: it replaces this process (same PID, signals, stdio) with
+    # `python -m meshlet.agent`, which imports neither the CLI (typer, rich, click) nor the
+    # resource models and httpx that the CLI's other commands import (about 10 MB of RSS).
+    argv = agent_argv(
+        cp=cp,
+        token_file=token_file,
+        node=node,
+        config=config,
+        ca_file=ca_file,
+        log_level=log_level,
+        cli_errors=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
