@@ -26,6 +26,7 @@ from meshlet.agent.tunnel import (
 from meshlet.testing.certs import CertificateFactory
 from meshlet.wire.frames import INITIAL_WINDOW, FrameReader, FrameType, GoAwayCode
 from meshlet.wire.handshake import ReplyCode
+from meshlet.wire.mux import DEFAULT_WINDOW
 
 pytestmark = pytest.mark.integration
 
@@ -381,10 +382,10 @@ async def test_writer_is_paused_when_the_window_is_exhausted(
         receiver = stalled[0]
         assert receiver.transport is not None and writer.transport is not None
         receiver.transport.pause_reading()
-        writer.transport.write(b"w" * (2 * 1024 * 1024))
+        writer.transport.write(b"w" * (2 * DEFAULT_WINDOW))
         assert writer.paused
         receiver.transport.resume_reading()
-        await receiver.read(2 * 1024 * 1024)
+        await receiver.read(2 * DEFAULT_WINDOW)
         while writer.paused:
             await asyncio.sleep(0.01)
     finally:

@@ -152,6 +152,69 @@ def test_max_size_data_frame_is_accepted() -> None:
     assert frame.payload == payload
 
 
+def receive_buffered(reader: FrameReader, wire: bytes, cuts: list[int]) -> list[Frame]:
+    """Receive ``wire`` through get_buffer/buffer_updated, never more than a cut at a time."""
+    got: list[Frame] = []
+    pos = 0
+    for cut in [*cuts, len(wire)]:
+        while pos < cut:
+            target = reader.get_buffer(cut - pos)
+            count = min(len(target), cut - pos)
+            assert count > 0
+            target[:count] = wire[pos : pos + count]
+            got += reader.buffer_updated(count)
+            pos += count
+    return got
+
+
+@given(
+    st.lists(st.sampled_from((0, 1, 100, 40_000, 70_000, MAX_DATA_PAYLOAD)), max_size=6),
+    st.data(),
+)
+def test_large_payloads_received_into_their_own_buffer_arrive_whole_and_in_order(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    frames = [
+        Frame(FrameType.DATA, 0, i + 1, size, bytes([i % 251]) * size)
+        for i, size in enumerate(sizes)
+    ]
+    frames.insert(len(frames) // 2, Frame(FrameType.WINDOW_UPDATE, 0, 9, 5))
+    wire = b"".join(encode_frame(f.type, f.stream_id, f.value, f.payload) for f in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    reader = FrameReader()
+    got = receive_buffered(reader, wire, cuts)
+    assert got == frames
+    assert [bytes(f.payload) for f in got] == [f.payload for f in frames]
+    assert reader.buffered == 0
+
+
+def test_a_large_partial_data_frame_gets_a_buffer_for_exactly_its_missing_part() -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    wire = encode_frame(FrameType.DATA, 3, payload=payload) + encode_frame(FrameType.CLOSE, 3)
+    reader = FrameReader()
+    target = reader.get_buffer(-1)
+    target[:1000] = wire[:1000]
+    assert reader.buffer_updated(1000) == []
+    assert reader.buffered == 1000
+    target = reader.get_buffer(-1)
+    assert len(target) == len(payload) - (1000 - HEADER.size)
+    rest = len(target)
+    target[:] = wire[1000 : 1000 + rest]
+    [frame] = reader.buffer_updated(rest)
+    assert frame == Frame(FrameType.DATA, 0, 3, len(payload), payload)
+    assert reader.buffered == 0
+    assert reader.feed(wire[1000 + rest :]) == [Frame(FrameType.CLOSE, 0, 3, 0)]
+
+
+def test_a_bad_header_after_frames_in_the_same_receive_is_rejected() -> None:
+    reader = FrameReader()
+    wire = encode_frame(FrameType.DATA, 1, payload=b"ok") + header(1, 0, 0, 1, 0)
+    target = reader.get_buffer(len(wire))
+    target[: len(wire)] = wire
+    with pytest.raises(FrameError, match="version 1"):
+        reader.buffer_updated(len(wire))
+
+
 # -- open payloads ----------------------------------------------------------------------------
 
 labels = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", fullmatch=True)

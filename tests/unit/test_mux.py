@@ -39,6 +39,19 @@ from meshlet.wire.mux import (
 REQUEST = OpenRequest("echo.echo.demo", "demo/echo-v1", {"traceparent": "00-abc"})
 
 
+def receive_buffered(session: Session, data: bytes) -> list[Event]:
+    """Feed ``data`` through get_buffer/buffer_updated (an asyncio.BufferedProtocol's way)."""
+    events: list[Event] = []
+    pos = 0
+    while pos < len(data):
+        target = session.get_buffer(len(data) - pos)
+        count = min(len(target), len(data) - pos)
+        target[:count] = data[pos : pos + count]
+        events += session.buffer_updated(count)
+        pos += count
+    return events or session.take_events()
+
+
 class Wire:
     """A dialer and an acceptor joined in memory; ``pump`` moves bytes until both are quiet."""
 
@@ -56,7 +69,8 @@ class Wire:
             self.acceptor_events += self.acceptor.take_events()
             if not to_acceptor and not to_dialer:
                 return
-            self.acceptor_events += self.acceptor.receive_data(to_acceptor)
+            # The acceptor receives as a BufferedProtocol does, the dialer as a Protocol does.
+            self.acceptor_events += receive_buffered(self.acceptor, to_acceptor)
             self.dialer_events += self.dialer.receive_data(to_dialer)
 
     def take(self) -> tuple[list[Event], list[Event]]:

@@ -258,7 +258,7 @@ class MuxStream(asyncio.Transport):
 
     # -- driven by the connection ---------------------------------------------------------------
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: bytes | bytearray) -> None:
         if self._closing or self._lost:
             # Nobody reads any more; keep the peer's window open so it never stalls on us.
             self._session.acknowledge(self._id, len(data))
@@ -271,7 +271,8 @@ class MuxStream(asyncio.Transport):
             self._held += data
             return
         try:
-            self._protocol.data_received(data)
+            # A bytearray here is the stream's own (never reused): as good as bytes.
+            self._protocol.data_received(cast(bytes, data))
         except Exception:
             log.exception("protocol of tunnel stream %d failed on data; aborting it", self._id)
             self.abort()
@@ -364,7 +365,7 @@ class MuxStream(asyncio.Transport):
             log.exception("protocol of tunnel stream %d failed in connection_lost", self._id)
 
 
-class TunnelConnection(asyncio.Protocol):
+class TunnelConnection(asyncio.BufferedProtocol):
     """The protocol of one TLS connection carrying a mux session (either side)."""
 
     def __init__(
@@ -425,7 +426,17 @@ class TunnelConnection(asyncio.Protocol):
         self._idle_since = self.loop.time()
         self._tick_handle = self.loop.call_later(self.settings.keepalive_interval, self._tick)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # TLS decrypts straight into the session's frame buffer (or a large payload's own).
+        return self.session.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._heard = True
+        self._dispatch(self.session.buffer_updated(nbytes))
+        self._flush()
+
     def data_received(self, data: bytes) -> None:
+        # Only for transports that do not support buffered protocols.
         self._heard = True
         self._dispatch(self.session.receive_data(data))
         self._flush()

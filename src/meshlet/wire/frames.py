@@ -25,6 +25,7 @@ and ``OPEN_REPLY`` answers it with ``VER=1 (1) | CODE (1)``, the codes of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ class Frame(NamedTuple):
     stream_id: int
     #: The length field: the payload size for DATA/OPEN/OPEN_REPLY, else the frame's value.
     value: int
-    payload: bytes = b""
+    #: ``bytes``, or for a large DATA frame a ``bytearray`` the reader never touches again.
+    payload: bytes | bytearray = b""
 
 
 def encode_frame(
@@ -139,51 +141,130 @@ _MAX_PAYLOAD: dict[int, int | None] = {
     FrameType.RESET: None,
 }
 _SESSION_TYPES = frozenset((FrameType.PING, FrameType.GO_AWAY))
+#: A DATA frame at least this large that is not complete gets a receive buffer of its own.
+_DIRECT_MIN = 32 * 1024
+#: The reader's reusable receive buffer; it never holds more than a partial frame below
+#: _DIRECT_MIN (or an OPEN) between calls, so most of it is free for each receive.
+_SCRATCH_SIZE = 320 * 1024
 _TYPES = {int(t): t for t in FrameType}
 
 
 class FrameReader:
     """Bytes in, frames out. Keeps a partial frame between calls.
 
-    :meth:`feed` raises :class:`FrameError` on the first malformed header; what follows it is
-    never looked at (the connection is over).
+    Two ways in: :meth:`feed` takes bytes the caller already has; :meth:`get_buffer` and
+    :meth:`buffer_updated` let the caller receive straight into the reader's memory (an
+    ``asyncio.BufferedProtocol``, which TLS decrypts into without an intermediate copy).
+
+    Small frames are received into one reusable buffer and their payloads copied out of it. A
+    DATA frame of at least :data:`_DIRECT_MIN` bytes that is not complete yet gets a buffer of
+    its own, and :meth:`get_buffer` hands out exactly its missing part, so most of a large
+    payload is received where it is delivered from. Such a payload is a ``bytearray`` the reader
+    never touches again (the receiver may keep it); others are ``bytes``.
+
+    :meth:`feed` / :meth:`buffer_updated` raise :class:`FrameError` on the first malformed
+    header; what follows it is never looked at (the connection is over).
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._buf = bytearray(_SCRATCH_SIZE)
+        self._start = 0  # unparsed bytes are _buf[_start:_end]
+        self._end = 0
+        # A DATA frame being received into its own buffer (then the scratch buffer is empty).
+        self._direct: bytearray | None = None
+        self._direct_view: memoryview | None = None
+        self._direct_filled = 0
+        self._direct_flags = 0
+        self._direct_stream = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Bytes received that are not part of a returned frame yet (headers included)."""
+        if self._direct is not None:
+            return HEADER_SIZE + self._direct_filled
+        return self._end - self._start
 
-    def feed(self, data: bytes) -> list[Frame]:
-        buf = self._buffer
-        if buf:
-            buf += data
-            view: bytes | bytearray = buf
-        else:
-            view = data
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Memory to receive the next bytes into; then call :meth:`buffer_updated`."""
+        direct = self._direct
+        if direct is not None:
+            view = self._direct_view = memoryview(direct)[self._direct_filled :]
+            return view
+        start = self._start
+        if start:
+            # Only a partial frame is left (never more than a header and a small payload):
+            # move it to the front so the free space stays large.
+            end = self._end
+            buf = self._buf
+            buf[: end - start] = buf[start:end]
+            self._start = 0
+            self._end = end - start
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[Frame]:
+        """``nbytes`` were written at the start of the last :meth:`get_buffer` memory."""
+        direct = self._direct
+        if direct is None:
+            self._end += nbytes
+            return self._parse()
+        filled = self._direct_filled + nbytes
+        if filled < len(direct):
+            self._direct_filled = filled
+            return []
+        if self._direct_view is not None:
+            with contextlib.suppress(BufferError):
+                self._direct_view.release()
+        self._direct = self._direct_view = None
+        return [Frame(FrameType.DATA, self._direct_flags, self._direct_stream, filled, direct)]
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         frames: list[Frame] = []
+        size = len(data)
         pos = 0
-        end = len(view)
+        with memoryview(data) as source:
+            while pos < size:
+                with self.get_buffer(size - pos) as target:
+                    count = min(len(target), size - pos)
+                    target[:count] = source[pos : pos + count]
+                frames += self.buffer_updated(count)
+                pos += count
+        return frames
+
+    def _parse(self) -> list[Frame]:
+        buf = self._buf
+        pos = self._start
+        end = self._end
+        frames: list[Frame] = []
         unpack = HEADER.unpack_from
-        while end - pos >= HEADER_SIZE:
-            version, raw_type, flags, stream_id, value = unpack(view, pos)
-            frame_type = self._check(version, raw_type, stream_id, value)
-            if frame_type in _PAYLOAD_TYPES:
-                stop = pos + HEADER_SIZE + value
-                if stop > end:
-                    break
-                payload = bytes(view[pos + HEADER_SIZE : stop])
-                frames.append(Frame(frame_type, flags, stream_id, value, payload))
-                pos = stop
-            else:
-                frames.append(Frame(frame_type, flags, stream_id, value))
-                pos += HEADER_SIZE
-        if buf:
-            del buf[:pos]
-        elif pos < end:
-            buf += data[pos:]
+        check = self._check
+        with memoryview(buf) as view:
+            while end - pos >= HEADER_SIZE:
+                version, raw_type, flags, stream_id, value = unpack(buf, pos)
+                frame_type = check(version, raw_type, stream_id, value)
+                if frame_type in _PAYLOAD_TYPES:
+                    begin = pos + HEADER_SIZE
+                    stop = begin + value
+                    if stop > end:
+                        if frame_type is FrameType.DATA and value >= _DIRECT_MIN:
+                            direct = bytearray(value)
+                            direct[: end - begin] = view[begin:end]
+                            self._direct = direct
+                            self._direct_filled = end - begin
+                            self._direct_flags = flags
+                            self._direct_stream = stream_id
+                            pos = end
+                        break
+                    frames.append(
+                        Frame(frame_type, flags, stream_id, value, bytes(view[begin:stop]))
+                    )
+                    pos = stop
+                else:
+                    frames.append(Frame(frame_type, flags, stream_id, value))
+                    pos += HEADER_SIZE
+        if pos == end:
+            self._start = self._end = 0
+        else:
+            self._start = pos
         return frames
 
     def _check(self, version: int, raw_type: int, stream_id: int, value: int) -> FrameType:
@@ -251,7 +332,7 @@ def encode_open(request: OpenRequest) -> bytes:
     )
 
 
-def decode_open(payload: bytes) -> OpenRequest:
+def decode_open(payload: bytes | bytearray) -> OpenRequest:
     """Parse an OPEN payload; raises :class:`HandshakeError` with the reply code to answer."""
     if not payload:
         raise HandshakeError(ReplyCode.BAD_REQUEST, "empty open request")
@@ -286,7 +367,7 @@ def encode_open_reply(code: ReplyCode) -> bytes:
     return bytes((OPEN_VERSION, int(code)))
 
 
-def decode_open_reply(payload: bytes) -> ReplyCode:
+def decode_open_reply(payload: bytes | bytearray) -> ReplyCode:
     """Parse an OPEN_REPLY payload; raises :class:`HandshakeError` (GENERAL_FAILURE)."""
     if len(payload) != 2 or payload[0] != OPEN_VERSION:
         raise HandshakeError(ReplyCode.GENERAL_FAILURE, f"malformed open reply {payload!r}")
@@ -298,7 +379,7 @@ def decode_open_reply(payload: bytes) -> ReplyCode:
         ) from None
 
 
-def _take(payload: bytes, pos: int, width: int) -> tuple[bytes, int]:
+def _take(payload: bytes | bytearray, pos: int, width: int) -> tuple[bytes | bytearray, int]:
     if pos + width > len(payload):
         raise ValueError("open request is truncated")
     size = int.from_bytes(payload[pos : pos + width], "big")
@@ -316,7 +397,7 @@ def _check_workload(workload: str, size: int) -> None:
         raise ValueError(f"endpoint workload is {size} bytes; at most 255")
 
 
-def _decode_metadata(raw: bytes) -> dict[str, str]:
+def _decode_metadata(raw: bytes | bytearray) -> dict[str, str]:
     if not raw:
         return {}
     value = json.loads(raw.decode())
