@@ -12,11 +12,8 @@ the pin, and from then on talks verified TLS only (kubeadm's discovery hash).
 Streams (``watch``, ``watch_node_config``) use a read timeout of three keepalive intervals, so a
 dead connection ends the iterator with :class:`Unavailable` and the caller reconnects.
 
-The HTTP client is a small one of its own on asyncio streams (:class:`_HTTP`: keep-alive
-connections reused, ``Content-Length`` and chunked bodies, streamed lines), not httpx: every node
-agent holds this client for its whole life, and httpx with httpcore, h11, anyio and certifi (and
-rich, click and pygments, which ``import httpx`` pulls in when they are installed) added about
-9 MB to each agent's resident memory.
+HTTP is spoken by :mod:`meshlet.cpclient.http11` (h11 and asyncio streams), not httpx: every
+node agent holds this client for its whole life; that module's documentation says why.
 
 Exception tree::
 
@@ -33,9 +30,7 @@ Exception tree::
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
 import hashlib
 import hmac
 import json
@@ -45,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
 
+from meshlet.cpclient.http11 import HTTPClient, HTTPError, Response, StreamingResponse
 from meshlet.nodeconfig import NodeConfig
 
 __all__ = [
@@ -159,7 +154,7 @@ _BY_STATUS: dict[int, type[CPError]] = {
 }
 
 
-def _error_from(response: _Response | _Stream, body: bytes) -> CPError:
+def _error_from(response: Response | StreamingResponse, body: bytes) -> CPError:
     """The typed error for an error response carrying a Kubernetes ``Status`` (or not)."""
     try:
         status = json.loads(body)
@@ -333,7 +328,7 @@ class CPClient:
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise CPError(f"cannot load the control plane CA ({ca_file or 'PEM'}): {exc}") from None
-        self._http = _HTTP(
+        self._http = HTTPClient(
             self.server,
             # No header at all without a token (the server answers 401 with its reason).
             headers={"Authorization": f"Bearer {secret}"} if secret else {},
@@ -384,10 +379,10 @@ class CPClient:
         *,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-    ) -> _Response:
+    ) -> Response:
         try:
             response = await self._http.request(method, path, json_body=json_body, params=params)
-        except _HTTPError as exc:
+        except HTTPError as exc:
             raise Unavailable(f"control plane {self.server}: {exc!r}") from exc
         if response.status_code >= 400:
             raise _error_from(response, response.content)
@@ -418,7 +413,7 @@ class CPClient:
                             raise CPError(
                                 f"control plane {self.server} sent a bad stream line: {line[:80]!r}"
                             ) from None
-        except _HTTPError as exc:
+        except HTTPError as exc:
             raise Unavailable(f"control plane {self.server}: stream {path}: {exc!r}") from exc
 
     # Resource API (admin token) --------------------------------------------------------------
@@ -538,285 +533,13 @@ async def fetch_ca_unverified(server: str, *, timeout: float = 10.0) -> bytes:
     unverified = ssl.create_default_context()
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE
-    http = _HTTP(server, headers={}, verify=unverified, timeout=timeout)
+    http = HTTPClient(server, headers={}, verify=unverified, timeout=timeout)
     try:
         response = await http.request("GET", "/node/v1/ca.crt")
-    except _HTTPError as exc:
+    except HTTPError as exc:
         raise Unavailable(f"control plane {server}: {exc!r}") from exc
     finally:
         await http.aclose()
     if response.status_code != 200:
         raise _error_from(response, response.content)
     return response.content
-
-
-# HTTP/1.1 ------------------------------------------------------------------------------------
-
-_MAX_IDLE = 4
-_MAX_HEAD = 64 * 1024
-
-
-class _HTTPError(Exception):
-    """The request got no complete answer: cannot connect, TLS, timeout, broken or bad reply."""
-
-
-class _Response:
-    __slots__ = ("content", "headers", "reason_phrase", "status_code")
-
-    def __init__(self, status_code: int, reason_phrase: str, headers: dict[str, str]) -> None:
-        self.status_code = status_code
-        self.reason_phrase = reason_phrase
-        self.headers = headers
-        self.content = b""
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-class _Connection:
-    __slots__ = ("reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @property
-    def usable(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.is_closing()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await self.writer.wait_closed()
-
-
-class _Stream:
-    """A response whose body is read as it arrives (``aread``, ``aiter_lines``)."""
-
-    def __init__(self, http: _HTTP, conn: _Connection, response: _Response, timeout: float) -> None:
-        self._http = http
-        self._conn = conn
-        self._response = response
-        self._timeout = timeout
-        self.status_code = response.status_code
-        self.reason_phrase = response.reason_phrase
-
-    async def aread(self) -> bytes:
-        return b"".join([chunk async for chunk in self._http.body(self._conn, self._response)])
-
-    async def aiter_lines(self) -> AsyncIterator[str]:
-        pending = b""
-        async for chunk in self._http.body(self._conn, self._response, self._timeout):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.rstrip(b"\r").decode(errors="replace")
-        if pending:
-            yield pending.rstrip(b"\r").decode(errors="replace")
-
-
-class _HTTP:
-    """A minimal HTTP/1.1 client for one server: JSON requests, streamed responses.
-
-    Idle keep-alive connections (up to four) are reused; a request that fails on a reused
-    connection before any answer arrives (the server closed it meanwhile) is retried once on a
-    new one. Every network step (connect, write, each read) has its own timeout.
-    """
-
-    def __init__(
-        self, base_url: str, *, headers: Mapping[str, str], verify: ssl.SSLContext, timeout: float
-    ) -> None:
-        url = urlsplit(base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self._tls = verify if url.scheme == "https" else None
-        self._host = url.hostname
-        self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._authority = url.netloc.rpartition("@")[2]
-        self._prefix = url.path.rstrip("/")
-        self._headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._timeout = timeout
-        self._idle: list[_Connection] = []
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        params: Mapping[str, str] | None = None,
-    ) -> _Response:
-        head = self._head(method, path, params, json_body)
-        for attempt in (1, 2):
-            conn, reused = await self._checkout()
-            try:
-                response = await self._exchange(conn, head)
-                response.content = b"".join([c async for c in self.body(conn, response)])
-            except _Stale:
-                await conn.close()
-                if reused and attempt == 1:
-                    continue
-                raise _HTTPError("the server closed the connection without answering") from None
-            except BaseException:
-                await conn.close()
-                raise
-            if _keep_alive(response) and conn.usable and len(self._idle) < _MAX_IDLE:
-                self._idle.append(conn)
-            else:
-                await conn.close()
-            return response
-        raise AssertionError("unreachable")
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self, method: str, path: str, *, params: Mapping[str, str], read_timeout: float
-    ) -> AsyncIterator[_Stream]:
-        head = self._head(method, path, params, None)
-        conn = await self._connect()
-        try:
-            try:
-                response = await self._exchange(conn, head)
-            except _Stale:
-                raise _HTTPError("the server closed the connection without answering") from None
-            yield _Stream(self, conn, response, read_timeout)
-        finally:
-            await conn.close()
-
-    def _head(
-        self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any
-    ) -> bytes:
-        target = self._prefix + path
-        if params:
-            target += "?" + urlencode(params)
-        head = (
-            f"{method} {target} HTTP/1.1\r\nHost: {self._authority}\r\nAccept: */*\r\n"
-            f"User-Agent: meshlet\r\n{self._headers}"
-        )
-        if json_body is None:
-            if method in ("POST", "PUT", "PATCH"):
-                head += "Content-Length: 0\r\n"
-            return (head + "\r\n").encode()
-        body = json.dumps(json_body, separators=(",", ":")).encode()
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        return head.encode() + body
-
-    async def _checkout(self) -> tuple[_Connection, bool]:
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.usable:
-                return conn, True
-            await conn.close()
-        return await self._connect(), False
-
-    async def _connect(self) -> _Connection:
-        try:
-            async with asyncio.timeout(self._timeout):
-                reader, writer = await asyncio.open_connection(
-                    self._host,
-                    self._port,
-                    ssl=self._tls,
-                    server_hostname=self._host if self._tls is not None else None,
-                    limit=_MAX_HEAD,
-                )
-        except TimeoutError:
-            raise _HTTPError(f"connecting to {self._authority}: timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise _HTTPError(f"connecting to {self._authority}: {exc}") from None
-        return _Connection(reader, writer)
-
-    async def _exchange(self, conn: _Connection, head: bytes) -> _Response:
-        """Sends the request; reads the status line and headers. :class:`_Stale` if no answer."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                conn.writer.write(head)
-                await conn.writer.drain()
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _Stale from None
-            raise _HTTPError("the connection closed in the middle of the answer") from None
-        except ConnectionError:
-            raise _Stale from None
-        except TimeoutError:
-            raise _HTTPError(f"no answer from {self._authority} within {self._timeout}s") from None
-        except asyncio.LimitOverrunError:
-            raise _HTTPError("the answer's headers are too large") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise _HTTPError(str(exc)) from None
-        lines = raw.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise _HTTPError(f"not an HTTP/1.1 answer: {lines[0][:80]!r}")
-        headers: dict[str, str] = {"": version}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                key = name.strip().lower()
-                value = value.strip()
-                headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        return _Response(int(code), reason, headers)
-
-    async def body(
-        self, conn: _Connection, response: _Response, read_timeout: float | None = None
-    ) -> AsyncIterator[bytes]:
-        """The body of ``response`` chunk by chunk (each read bounded by ``read_timeout``)."""
-        timeout = self._timeout if read_timeout is None else read_timeout
-        reader = conn.reader
-        headers = response.headers
-        try:
-            if response.status_code in (204, 304) or 100 <= response.status_code < 200:
-                return
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                while True:
-                    async with asyncio.timeout(timeout):
-                        line = await reader.readuntil(b"\r\n")
-                        size = int(line.split(b";", 1)[0].strip(), 16)
-                        if size == 0:
-                            while await reader.readuntil(b"\r\n") != b"\r\n":
-                                pass  # trailers
-                            return
-                        data = await reader.readexactly(size + 2)
-                    yield data[:-2]
-            elif "content-length" in headers:
-                remaining = int(headers["content-length"])
-                while remaining > 0:
-                    async with asyncio.timeout(timeout):
-                        data = await reader.read(min(remaining, 256 * 1024))
-                    if not data:
-                        raise asyncio.IncompleteReadError(b"", remaining)
-                    remaining -= len(data)
-                    yield data
-            else:
-                headers["connection"] = "close"  # the body ends with the connection
-                while True:
-                    async with asyncio.timeout(timeout):
-                        data = await reader.read(256 * 1024)
-                    if not data:
-                        return
-                    yield data
-        except TimeoutError:
-            raise _HTTPError(f"no data from {self._authority} within {timeout}s") from None
-        except (asyncio.IncompleteReadError, ConnectionError):
-            raise _HTTPError("the connection closed in the middle of the answer") from None
-        except (asyncio.LimitOverrunError, ValueError):
-            raise _HTTPError("a malformed chunked body") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise _HTTPError(str(exc)) from None
-
-
-class _Stale(Exception):
-    """The connection closed (or reset) before any byte of an answer arrived."""
-
-
-def _keep_alive(response: _Response) -> bool:
-    connection = response.headers.get("connection", "").lower()
-    if response.headers.get("") == "HTTP/1.0":
-        return "keep-alive" in connection
-    return "close" not in connection
