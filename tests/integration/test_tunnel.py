@@ -193,6 +193,43 @@ async def test_many_concurrent_streams_share_one_connection(
 
 
 @on_uvloop
+@pytest.mark.timeout(20)
+async def test_an_open_arriving_between_the_dial_and_its_callback_does_not_spin(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """An opener that runs after the dial task finished but before its done callback ran
+    (a burst of new connections at start) must not spin on the finished task."""
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    gate = asyncio.Event()
+    dial = pool._dial
+
+    async def dial_then_wake_the_late_opener(*args: Any) -> Any:
+        connection = await dial(*args)
+        gate.set()  # wakes the late opener before the dial's done callbacks are scheduled
+        return connection
+
+    pool._dial = dial_then_wake_the_late_opener  # type: ignore[method-assign]
+
+    async def late_opener() -> tuple[ReplyCode, Peer]:
+        await gate.wait()
+        return await open_peer(pool, server)
+
+    try:
+        late = asyncio.ensure_future(late_opener())
+        code, _ = await open_peer(pool, server)
+        assert code is ReplyCode.OK
+        code, _ = await asyncio.wait_for(late, 5)
+        assert code is ReplyCode.OK
+        assert pool.connections == 1
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
 async def test_streams_spill_to_another_connection_past_the_limit(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:

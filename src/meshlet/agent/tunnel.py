@@ -864,6 +864,13 @@ class TunnelPool:
                         )
                     return connection
             dial = self._dials.get(key)
+            if dial is not None and dial.done():
+                # The dial finished but its done callback has not run yet. Awaiting a finished
+                # task does not yield to the loop, so this loop would spin forever: do the
+                # callback's work now, and raise the dial's error as awaiting it would.
+                self._dial_done(key, dial)
+                dial.result()
+                continue
             if dial is None:
                 dial = asyncio.get_running_loop().create_task(self._dial(key, peer_identity))
                 self._dials[key] = dial
@@ -872,12 +879,16 @@ class TunnelPool:
             await asyncio.shield(dial)
 
     def _dial_done(self, key: _PoolKey, task: asyncio.Task[TunnelConnection]) -> None:
+        """Idempotent: runs as the dial's done callback, and earlier from ``_connection``."""
         if self._dials.get(key) is task:
             del self._dials[key]
         if not task.cancelled() and task.exception() is None:
             connection = task.result()
-            if not connection.lost:
-                self._pools.setdefault(key, []).append(connection)
+            conns = self._pools.setdefault(key, [])
+            if not connection.lost and connection not in conns:
+                conns.append(connection)
+            elif not conns:
+                del self._pools[key]
 
     async def _dial(self, key: _PoolKey, peer_identity: str) -> TunnelConnection:
         source_identity, address, port = key
