@@ -442,3 +442,18 @@ def test_bytes_arrive_in_order_through_tiny_reads(
     assert bytes(got_down) == b"".join(down)
     assert ended == {"up": True, "down": True}
     assert dialer.stream_count == acceptor.stream_count == 0
+
+
+def test_buffers_to_send_join_small_frames_and_pass_large_payloads_uncopied() -> None:
+    wire = Wire()
+    stream_id = wire.open()
+    big = b"b" * (64 * 1024)
+    wire.dialer.send_data(stream_id, b"small")
+    wire.dialer.send_data(stream_id, big)
+    wire.dialer.send_data(stream_id, b"tail")
+    buffers = wire.dialer.buffers_to_send()
+    assert len(buffers) == 3
+    assert buffers[1] is big  # not copied
+    assert wire.dialer.buffers_to_send() == []
+    events = receive_buffered(wire.acceptor, b"".join(buffers))
+    assert data_of(events, stream_id) == b"small" + big + b"tail"

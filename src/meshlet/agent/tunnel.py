@@ -549,9 +549,12 @@ class TunnelConnection(asyncio.BufferedProtocol):
         while events:
             self._dispatch(events)
             events = self.session.take_events()
-        out = self.session.data_to_send()
+        out = self.session.buffers_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:

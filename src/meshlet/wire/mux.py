@@ -8,7 +8,8 @@ Theory of operation (h11 style). A :class:`Session` never touches a socket:
   :meth:`~Session.send_data`, :meth:`~Session.close_stream`, :meth:`~Session.acknowledge`...)
   that only *queue* frames;
 - :meth:`Session.data_to_send` returns everything queued as one buffer, so a single TLS write
-  carries many frames.
+  carries many frames (:meth:`Session.buffers_to_send` does the same without copying large
+  payloads into the join).
 
 Events caused by the application's own calls (a stream that finishes because its last queued
 byte could finally be sent) are returned by the next :meth:`~Session.receive_data` or
@@ -82,6 +83,7 @@ DEFAULT_WINDOW = 4 * 1024 * 1024
 _MAX_WINDOW = 2**31 - 1
 _MAX_STREAM_ID = 2**32 - 1
 _DATA = FrameType.DATA
+_NO_JOIN_MIN = 16 * 1024
 _pack = HEADER.pack
 
 
@@ -269,6 +271,30 @@ class Session:
             return b""
         self._out = []
         return b"".join(out)
+
+    def buffers_to_send(self) -> list[bytes | bytearray | memoryview]:
+        """Everything queued since the last call, as few buffers and without copying large
+        payloads: frames and small payloads are joined, a payload of at least 16 KiB (a TLS
+        record's worth) is its own buffer. For ``writelines`` of a transport that writes each
+        buffer through TLS separately: small frames still share records, and bulk data is not
+        copied once more just to sit next to its 12-byte header."""
+        out = self._out
+        if not out:
+            return []
+        self._out = []
+        buffers: list[bytes | bytearray | memoryview] = []
+        small: list[bytes | bytearray | memoryview] = []
+        for piece in out:
+            if len(piece) < _NO_JOIN_MIN:
+                small.append(piece)
+                continue
+            if small:
+                buffers.append(small[0] if len(small) == 1 else b"".join(small))
+                small = []
+            buffers.append(piece)
+        if small:
+            buffers.append(small[0] if len(small) == 1 else b"".join(small))
+        return buffers
 
     def take_events(self) -> list[Event]:
         """Events caused by method calls since the last :meth:`receive_data`/:meth:`take_events`."""
