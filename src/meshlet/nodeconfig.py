@@ -16,11 +16,17 @@ limits the receiving agent enforces (``max_conn`` per workload per service, ``id
 the SPIFFE identities allowed to open streams to it.
 
 Everything here is plain data (pydantic, JSON on the wire); there is no behaviour beyond lookups.
+The lookups the agent makes for every connection (a workload by key, a route by service ID, an
+inbound service by (service ID, workload), a route's ready endpoints) are dict lookups on
+indexes built once when a model is created; they are private attributes, so the JSON shape is
+unchanged, and, being derived from the fields, they keep equality as it was.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 __all__ = [
     "CanaryWeight",
@@ -36,6 +42,12 @@ CONFIG_VERSION = 1
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Any:
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy.model_post_init(None)  # rebuild the indexes from the new field values
+        return copy
 
 
 class Endpoint(_Frozen):
@@ -69,6 +81,16 @@ class Route(_Frozen):
     canary: tuple[CanaryWeight, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
 
+    _ready: tuple[Endpoint, ...] = PrivateAttr(default=())
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._ready = tuple(e for e in self.endpoints if e.ready)
+
+    @property
+    def ready_endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints that are ready, in the order of :attr:`endpoints`."""
+        return self._ready
+
 
 class LocalWorkload(_Frozen):
     """A workload placed on this node: it gets a directory, a client socket and routes."""
@@ -84,15 +106,20 @@ class LocalWorkload(_Frozen):
     ports: dict[str, int] = Field(default_factory=dict)
     routes: tuple[Route, ...] = ()
 
+    _routes: dict[str, Route] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        routes: dict[str, Route] = {}
+        for route in self.routes:
+            routes.setdefault(route.service_id, route)  # the first one wins, as a scan would
+        self._routes = routes
+
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def route(self, service_id: str) -> Route | None:
-        for route in self.routes:
-            if route.service_id == service_id:
-                return route
-        return None
+        return self._routes.get(service_id)
 
 
 class Inbound(_Frozen):
@@ -123,14 +150,22 @@ class NodeConfig(_Frozen):
     workloads: tuple[LocalWorkload, ...] = ()
     inbound: tuple[Inbound, ...] = ()
 
-    def workload(self, key: str) -> LocalWorkload | None:
+    _workloads: dict[str, LocalWorkload] = PrivateAttr(default_factory=dict)
+    _inbound: dict[tuple[str, str], Inbound] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # The first match wins, as a linear scan would.
+        workloads: dict[str, LocalWorkload] = {}
         for workload in self.workloads:
-            if workload.key == key:
-                return workload
-        return None
+            workloads.setdefault(workload.key, workload)
+        inbound: dict[tuple[str, str], Inbound] = {}
+        for entry in self.inbound:
+            inbound.setdefault((entry.service_id, entry.workload), entry)
+        self._workloads = workloads
+        self._inbound = inbound
+
+    def workload(self, key: str) -> LocalWorkload | None:
+        return self._workloads.get(key)
 
     def inbound_for(self, service_id: str, workload: str) -> Inbound | None:
-        for inbound in self.inbound:
-            if inbound.service_id == service_id and inbound.workload == workload:
-                return inbound
-        return None
+        return self._inbound.get((service_id, workload))

@@ -55,3 +55,28 @@ def test_service_without_ready_endpoints_has_no_endpoint() -> None:
 def test_declared_service_with_a_ready_endpoint_gives_the_route() -> None:
     route = Route(service_id="echo.echo.demo", endpoints=(_DOWN, _READY))
     assert decide("demo/client", "echo.echo.demo", _config(route)) == route
+
+
+def test_config_lookups_are_indexed_and_survive_json_and_copies() -> None:
+    first = Route(service_id="echo.echo.demo", endpoints=(_DOWN, _READY))
+    second = Route(service_id="echo.echo.demo", endpoints=())
+    config = _config(first, second)
+    workload = config.workload("demo/client")
+    assert workload is not None
+    assert workload.route("echo.echo.demo") is first  # the first declaration wins, as a scan
+    assert first.ready_endpoints == (_READY,)
+    again = NodeConfig.model_validate_json(config.model_dump_json())
+    assert again == config
+    # No index leaks into the JSON shape.
+    assert list(again.model_dump()) == [
+        "version",
+        "node",
+        "generation",
+        "trust_domain",
+        "workloads",
+        "inbound",
+    ]
+    assert decide("demo/client", "echo.echo.demo", again) == again.workloads[0].routes[0]
+    down = first.model_copy(update={"endpoints": (_DOWN,)})
+    assert down.ready_endpoints == ()
+    assert decide("demo/client", "echo.echo.demo", _config(down)) == ReplyCode.NO_ENDPOINT

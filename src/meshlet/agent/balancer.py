@@ -20,7 +20,7 @@ The balancer keeps this running state per service ID; it does no I/O and never b
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from meshlet.nodeconfig import Endpoint, Route
 
@@ -53,10 +53,16 @@ class Balancer:
 
         ``exclude`` holds :func:`endpoint_key` values of endpoints not to choose (already tried).
         """
-        candidates = [e for e in route.endpoints if e.ready and endpoint_key(e) not in exclude]
+        ready = route.ready_endpoints
+        if exclude:
+            candidates: Sequence[Endpoint] = [e for e in ready if endpoint_key(e) not in exclude]
+        else:
+            candidates = ready  # the first try of a connection: no list to build
         if not candidates:
             return None
-        state = self._services.setdefault(route.service_id, _ServiceState())
+        state = self._services.get(route.service_id)
+        if state is None:
+            state = self._services[route.service_id] = _ServiceState()
         if not route.canary:
             return _take_turn(state, None, candidates)
         by_version: dict[str, list[Endpoint]] = {}
@@ -78,7 +84,7 @@ class Balancer:
                 del self._services[service_id]
 
 
-def _take_turn(state: _ServiceState, key: str | None, endpoints: list[Endpoint]) -> Endpoint:
+def _take_turn(state: _ServiceState, key: str | None, endpoints: Sequence[Endpoint]) -> Endpoint:
     turn = state.turns.get(key, 0)
     state.turns[key] = turn + 1
     return endpoints[turn % len(endpoints)]

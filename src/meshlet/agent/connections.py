@@ -14,6 +14,12 @@ The access log goes to the logger ``meshlet.access`` at INFO, one JSON object pe
 ``source`` is the client's workload (``<ns>/<name>``) for outbound connections and the verified
 peer SPIFFE ID for inbound streams; ``endpoint`` is ``<node>/<ns>/<workload>`` of the chosen
 endpoint, or ``null`` when none was reached. ``bytes_sent`` flows towards the service.
+
+Cost: this runs for every connection on both agents, so the line is built only when the logger
+is enabled for INFO, from preformatted pieces (each string field is JSON-encoded once and kept,
+``json.dumps`` of the whole dict is several times slower), and the record is handed to the
+logger's handlers directly (``Logger.info`` would also walk the stack to find the caller, which
+the access log never shows). The metric children are cached by :class:`AgentMetrics`.
 """
 
 from __future__ import annotations
@@ -75,9 +81,10 @@ class ConnectionRecord:
     def replied(self, code: ReplyCode) -> None:
         """The connection was answered ``code``; anything but OK ends it here."""
         self.code = code
-        self._metrics.opened.labels(self.direction, self.service_label, str(int(code))).inc()
+        metrics = self._metrics
+        metrics.opened_for(self.direction, self.service_label, int(code)).inc()
         if code == ReplyCode.OK:
-            self._metrics.active.labels(self.direction).inc()
+            metrics.active_for(self.direction).inc()
         else:
             self._finish(0, 0)
 
@@ -85,14 +92,18 @@ class ConnectionRecord:
         """The established connection ended; counts its bytes."""
         if self._done:
             return
-        self._metrics.active.labels(self.direction).dec()
-        self._metrics.closed.labels(self.direction, self.service_label).inc()
+        metrics = self._metrics
+        metrics.active_for(self.direction).dec()
+        counters = metrics.service_for(self.direction, self.service_label)
+        counters.closed.inc()
         if self.client_is_left:
             sent, received = relay.bytes_left_to_right, relay.bytes_right_to_left
         else:
             sent, received = relay.bytes_right_to_left, relay.bytes_left_to_right
-        self._metrics.bytes_sent.labels(self.direction, self.service_label).inc(sent)
-        self._metrics.bytes_received.labels(self.direction, self.service_label).inc(received)
+        if sent:
+            counters.bytes_sent.inc(sent)
+        if received:
+            counters.bytes_received.inc(received)
         self._finish(sent, received)
 
     def abandon(self) -> None:
@@ -110,19 +121,34 @@ class ConnectionRecord:
             self.release = None
         if access_log.isEnabledFor(logging.INFO):
             code = self.code if self.code is not None else ReplyCode.GENERAL_FAILURE
-            access_log.info(
-                json.dumps(
-                    {
-                        "direction": self.direction,
-                        "source": self.source,
-                        "service": self.service,
-                        "endpoint": self.endpoint,
-                        "code": int(code),
-                        "reply": code.name,
-                        "bytes_sent": sent,
-                        "bytes_received": received,
-                        "duration_s": round(time.monotonic() - self.started, 6),
-                    },
-                    separators=(", ", ": "),
-                )
+            line = (
+                f'{{"direction": "{self.direction}", "source": {_json_str(self.source)}, '
+                f'"service": {_json_str(self.service)}, "endpoint": {_json_str(self.endpoint)}, '
+                f"{_CODE_FIELDS[code]}, "
+                f'"bytes_sent": {sent}, "bytes_received": {received}, '
+                f'"duration_s": {round(time.monotonic() - self.started, 6)!r}}}'
             )
+            access_log.handle(
+                access_log.makeRecord(_LOGGER_NAME, logging.INFO, _FN, 0, line, (), None)
+            )
+
+
+_LOGGER_NAME = access_log.name
+#: What the record names as its source file (``Logger.info`` would look it up on the stack).
+_FN = __file__
+#: ``"code": 0, "reply": "OK"`` for every reply code.
+_CODE_FIELDS = {code: f'"code": {int(code)}, "reply": "{code.name}"' for code in ReplyCode}
+#: JSON encodings of the strings seen (sources, services, endpoints: a bounded set in practice).
+_encoded: dict[str | None, str] = {None: "null"}
+_ENCODED_MAX = 4096
+
+
+def _json_str(value: str | None) -> str:
+    encoded = _encoded.get(value)
+    if encoded is None:
+        encoded = json.dumps(value)
+        if len(_encoded) >= _ENCODED_MAX:
+            _encoded.clear()
+            _encoded[None] = "null"
+        _encoded[value] = encoded
+    return encoded

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -180,10 +179,9 @@ class UpstreamProtocol(_Establishing):
         self._service_id = service_id
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # TCP_NODELAY is set by the relay when it takes the transport over (nothing is written
+        # to the client before that).
         self._transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._start(self._service_id)
 
     def data_received(self, data: bytes) -> None:

@@ -32,6 +32,6 @@ def decide(workload: str, service_id: str, config: NodeConfig | None) -> ReplyCo
         return ReplyCode.ACCESS_DENIED
     if not route.exists:
         return ReplyCode.SERVICE_NOT_FOUND
-    if not any(endpoint.ready for endpoint in route.endpoints):
+    if not route.ready_endpoints:
         return ReplyCode.NO_ENDPOINT
     return route
