@@ -179,11 +179,11 @@ class MuxStream(asyncio.Transport):
         if self._closing or self._lost or not data:
             return
         try:
-            self._session.send_data(self._id, data)
+            buffered = self._session.send_data(self._id, data)
         except SessionError:
             return  # the connection broke; connection_lost is on its way
         self._conn.schedule_flush()
-        if not self._writing_paused and self._session.send_buffered(self._id) > self._high:
+        if buffered > self._high and not self._writing_paused:
             self._set_writing_paused(True)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:

@@ -141,6 +141,7 @@ _MAX_PAYLOAD: dict[int, int | None] = {
     FrameType.RESET: None,
 }
 _SESSION_TYPES = frozenset((FrameType.PING, FrameType.GO_AWAY))
+_DATA = FrameType.DATA
 #: A DATA frame at least this large that is not complete gets a receive buffer of its own.
 _DIRECT_MIN = 32 * 1024
 #: The reader's reusable receive buffer; it never holds more than a partial frame below
@@ -240,7 +241,10 @@ class FrameReader:
         with memoryview(buf) as view:
             while end - pos >= HEADER_SIZE:
                 version, raw_type, flags, stream_id, value = unpack(buf, pos)
-                frame_type = check(version, raw_type, stream_id, value)
+                if raw_type == 0 and version == 0 and stream_id and value <= MAX_DATA_PAYLOAD:
+                    frame_type = _DATA  # the common case, valid as _check would find it
+                else:
+                    frame_type = check(version, raw_type, stream_id, value)
                 if frame_type in _PAYLOAD_TYPES:
                     begin = pos + HEADER_SIZE
                     stop = begin + value

@@ -183,6 +183,9 @@ class _State(Enum):
     OPEN = "open"
 
 
+_OPEN = _State.OPEN
+
+
 class _Stream:
     __slots__ = (
         "close_pending",
@@ -338,18 +341,21 @@ class Session:
             self._remove(stream)
         return True
 
-    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
-        """Queue bytes on an open stream: as much as its window allows now, the rest later."""
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
+        """Queue bytes on an open stream: as much as its window allows now, the rest later.
+
+        Returns the bytes that wait for window (:meth:`send_buffered`)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state is not _State.OPEN:
+        if stream is None or stream.state is not _OPEN:
             raise SessionError(f"stream {stream_id} is not open")
         if stream.local_closed or stream.close_pending:
             raise SessionError(f"stream {stream_id} was closed for writing")
+        pending = stream.pending
         if not data or self.terminated:
-            return
-        if stream.pending:
-            stream.pending += data
-            return
+            return len(pending)
+        if pending:
+            pending += data
+            return len(pending)
         if not isinstance(data, bytes):
             # The caller may reuse its buffer once we return; keep our own copy.
             data = bytes(data)
@@ -357,10 +363,11 @@ class Session:
         window = stream.send_window
         if size <= window and size <= MAX_DATA_PAYLOAD:
             # The common case: one frame, no copy before the final join.
-            self._out.append(_pack(0, _DATA, 0, stream_id, size))
-            self._out.append(data)
+            out = self._out
+            out.append(_pack(0, 0, 0, stream_id, size))
+            out.append(data)
             stream.send_window = window - size
-            return
+            return 0
         view = memoryview(data)
         pos = 0
         while window > 0 and pos < size:
@@ -371,7 +378,8 @@ class Session:
             window -= chunk
         stream.send_window = window
         if pos < size:
-            stream.pending += view[pos:]
+            pending += view[pos:]
+        return len(pending)
 
     def close_stream(self, stream_id: int) -> None:
         """Half-close: CLOSE is queued once every byte written before was sent. Idempotent."""
@@ -448,7 +456,23 @@ class Session:
         return self._receive_frames(frames)
 
     def _receive_frames(self, frames: list[Frame]) -> list[Event]:
+        streams = self._streams
+        events = self._events
         for frame in frames:
+            if frame.type is _DATA:
+                # The common case inline: DATA within the window of an open stream.
+                stream = streams.get(frame.stream_id)
+                size = frame.value
+                if (
+                    stream is not None
+                    and stream.state is _OPEN
+                    and not stream.remote_closed
+                    and size <= stream.recv_window
+                ):
+                    stream.recv_window -= size
+                    if size:
+                        events.append(DataReceived(stream.id, frame.payload))
+                    continue
             try:
                 self._handle(frame)
             except FrameError as exc:
