@@ -233,6 +233,18 @@ async def _round_trip(path: Path, payload: bytes) -> bytes:
         writer.close()
 
 
+async def _half_closed_at_once(path: Path, payload: bytes) -> bytes:
+    """Request, payload and end-of-file sent before the reply: all reach the server in order."""
+    reader, writer = await _request(path, encode_request(ECHO) + payload)
+    writer.write_eof()
+    try:
+        reply = await asyncio.wait_for(reader.readexactly(2), 10)
+        assert reply == bytes((1, ReplyCode.OK)), f"reply {reply!r}"
+        return await asyncio.wait_for(reader.read(), 10)  # to the end: the EOF came through
+    finally:
+        writer.close()
+
+
 async def test_same_node_round_trip_access_log_and_restart_with_the_control_plane_down(
     tmp_path: Path, cp: ControlPlane, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -273,13 +285,14 @@ async def test_same_node_round_trip_access_log_and_restart_with_the_control_plan
         try:
             await _until(lambda: _routable(agent), "a ready endpoint")
             assert await _round_trip(client, b"hello") == b"hello"
+            assert await _half_closed_at_once(client, b"early") == b"early"
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.admin_port}") as h:
                 assert (await h.get("/ready")).status_code == 200
                 assert (await h.get("/config")).json()["node"] == "node-a"
                 metrics = (await h.get("/metrics")).text
             assert (
                 'meshlet_agent_connections_opened_total{code="0",direction="outbound",'
-                f'service="{ECHO}"}} 1.0'
+                f'service="{ECHO}"}} 2.0'
             ) in metrics
         finally:
             await agent.stop()

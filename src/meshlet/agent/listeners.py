@@ -2,9 +2,16 @@
 
 A connection on ``<run-dir>/<ns>/<workload>/client/meshless`` is a :class:`HandshakeProtocol`:
 it feeds bytes to the sans-IO :class:`~meshlet.wire.handshake.RequestParser`, answers a bad
-request with its code and closes, and once the request is complete pauses reading, lets the
+request with its code and closes, and once the request is complete lets the
 :class:`~meshlet.agent.outbound.Connector` establish the connection, writes the reply and hands
 the socket to the relay (with any bytes the client sent after its request).
+
+While the connection is being established the client socket keeps being read: what the client
+sends meanwhile (an unmodified client's first request, on an upstream port) is held, up to
+``_EARLY_LIMIT`` bytes (then reading pauses), and handed to the relay with the socket, so it
+leaves for the destination in the same step as the ``OK`` is handled instead of one read later.
+An end-of-file seen meanwhile is passed on after those bytes. After any other code the held
+bytes are discarded.
 
 Protection against bad clients: a client that has not sent its whole request within the
 handshake timeout is closed; at most ``maxPendingHandshakes`` connections may be in their
@@ -33,6 +40,9 @@ from meshlet.wire.handshake import HandshakeError, ReplyCode, RequestParser, enc
 __all__ = ["ClientContext", "HandshakeProtocol", "UpstreamProtocol"]
 
 log = logging.getLogger("meshlet.agent")
+
+#: Bytes held from a client while its connection is established before its reading pauses.
+_EARLY_LIMIT = 256 * 1024
 
 
 @dataclass
@@ -65,12 +75,20 @@ class _Establishing(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._record = ConnectionRecord(ctx.metrics, "outbound", workload)
         self._early = bytearray()
+        self._eof = False  # the client half-closed while being established
         self._gone = False
 
     def _start(self, service_id: str) -> None:
         assert self._transport is not None
-        self._transport.pause_reading()
+        if len(self._early) > _EARLY_LIMIT:
+            self._transport.pause_reading()
         self._ctx.spawn(self._establish(service_id))
+
+    def _hold(self, data: bytes) -> None:
+        """Bytes that arrived while establishing: delivered after ``OK``."""
+        self._early += data
+        if len(self._early) > _EARLY_LIMIT and self._transport is not None:
+            self._transport.pause_reading()
 
     async def _establish(self, service_id: str) -> None:
         transport = self._transport
@@ -91,7 +109,11 @@ class _Establishing(asyncio.Protocol):
         if outcome.relay is None:
             transport.close()
             return
-        outcome.relay.attach_left(transport, bytes(self._early))
+        relay = outcome.relay
+        relay.attach_left(transport, bytes(self._early))
+        if self._eof:
+            # The transport reported it to us, not to the relay's side.
+            relay.left.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone = True
@@ -136,8 +158,7 @@ class HandshakeProtocol(_Establishing):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:
-            # Bytes already in flight when reading was paused after the request.
-            self._early += data
+            self._hold(data)
             return
         try:
             service_id = parser.feed(data)
@@ -159,6 +180,7 @@ class HandshakeProtocol(_Establishing):
             # Half-closed before finishing the request: it can never complete.
             self._handshake_done()
             return False
+        self._eof = True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -185,7 +207,8 @@ class UpstreamProtocol(_Establishing):
         self._start(self._service_id)
 
     def data_received(self, data: bytes) -> None:
-        self._early += data
+        self._hold(data)
 
     def eof_received(self) -> bool | None:
+        self._eof = True
         return True
