@@ -457,3 +457,112 @@ def test_buffers_to_send_join_small_frames_and_pass_large_payloads_uncopied() ->
     assert wire.dialer.buffers_to_send() == []
     events = receive_buffered(wire.acceptor, b"".join(buffers))
     assert data_of(events, stream_id) == b"small" + big + b"tail"
+
+
+# -- early data (tunnel protocol version 2) ------------------------------------------------------
+
+
+def early_wire(window: int = INITIAL_WINDOW) -> Wire:
+    wire = Wire(window)
+    wire.dialer.early_data = wire.acceptor.early_data = True
+    return wire
+
+
+def test_early_data_and_eof_are_held_until_ok_then_delivered_in_order() -> None:
+    wire = early_wire()
+    sid = wire.dialer.open_stream(REQUEST)
+    wire.dialer.send_data(sid, b"GET / ")
+    wire.dialer.send_data(sid, b"HTTP/1.0\r\n\r\n")
+    wire.dialer.close_stream(sid)
+    _, accepted = wire.take()
+    assert accepted == [StreamOpened(sid, REQUEST)]  # nothing reaches the application yet
+    assert wire.acceptor.reply(sid, ReplyCode.OK)
+    dialer, acceptor = wire.take()
+    assert dialer == [StreamReplied(sid, ReplyCode.OK)]
+    assert acceptor == [
+        DataReceived(sid, b"GET / "),
+        DataReceived(sid, b"HTTP/1.0\r\n\r\n"),
+        StreamEnded(sid),
+    ]
+    wire.acceptor.send_data(sid, b"pong")
+    wire.acceptor.close_stream(sid)
+    dialer, acceptor = wire.take()
+    assert dialer == [DataReceived(sid, b"pong"), StreamEnded(sid), StreamFinished(sid)]
+    assert acceptor == [StreamFinished(sid)]
+    assert wire.dialer.stream_count == wire.acceptor.stream_count == 0
+
+
+@pytest.mark.parametrize("code", [c for c in ReplyCode if c is not ReplyCode.OK])
+def test_early_data_is_dropped_on_any_other_code(code: ReplyCode) -> None:
+    wire = early_wire()
+    sid = wire.dialer.open_stream(REQUEST)
+    wire.dialer.send_data(sid, b"secret")
+    wire.dialer.close_stream(sid)
+    wire.take()
+    assert wire.acceptor.reply(sid, code)
+    dialer, acceptor = wire.take()
+    assert dialer == [StreamReplied(sid, code)]
+    assert acceptor == []
+    assert wire.dialer.stream_count == wire.acceptor.stream_count == 0
+    assert not wire.acceptor.terminated and not wire.dialer.terminated
+    # The session goes on: the next stream is unaffected.
+    assert data_of([], sid) == b""
+    assert wire.open() == sid + 2
+
+
+def test_early_data_counts_against_the_window_and_more_waits_for_it() -> None:
+    wire = early_wire(window=4 * INITIAL_WINDOW)
+    sid = wire.dialer.open_stream(REQUEST)
+    payload = bytes(range(256)) * (INITIAL_WINDOW // 256 + 100)
+    assert wire.dialer.send_data(sid, payload) == len(payload) - INITIAL_WINDOW
+    _, accepted = wire.take()
+    assert accepted == [StreamOpened(sid, REQUEST)]
+    wire.acceptor.reply(sid, ReplyCode.OK)
+    _, acceptor = wire.take()  # the extra window granted on OK lets the rest follow
+    assert data_of(acceptor, sid) == payload
+    assert not wire.acceptor.terminated
+
+
+def test_early_data_beyond_the_window_is_a_protocol_error() -> None:
+    acceptor = Session(client=False, early_data=True)
+    raw = encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST))
+    raw += encode_frame(FrameType.DATA, 1, payload=b"x" * MAX_DATA_PAYLOAD)
+    raw += encode_frame(FrameType.DATA, 1, payload=b"y")
+    events = acceptor.receive_data(raw)
+    assert isinstance(events[-1], ConnectionTerminated)
+    assert acceptor.terminated
+
+
+def test_without_early_data_data_before_ok_stays_a_protocol_error() -> None:
+    acceptor = Session(client=False)
+    raw = encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST))
+    raw += encode_frame(FrameType.DATA, 1, payload=b"x")
+    events = acceptor.receive_data(raw)
+    assert isinstance(events[-1], ConnectionTerminated)
+    dialer = Session(client=True)
+    sid = dialer.open_stream(REQUEST)
+    with pytest.raises(SessionError):
+        dialer.send_data(sid, b"x")
+    with pytest.raises(SessionError):
+        dialer.close_stream(sid)
+
+
+def test_early_data_after_early_close_is_a_protocol_error() -> None:
+    acceptor = Session(client=False, early_data=True)
+    raw = encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST))
+    raw += encode_frame(FrameType.CLOSE, 1)
+    raw += encode_frame(FrameType.DATA, 1, payload=b"x")
+    events = acceptor.receive_data(raw)
+    assert isinstance(events[-1], ConnectionTerminated)
+
+
+def test_early_data_on_a_stream_reset_while_accepting_is_dropped() -> None:
+    wire = early_wire()
+    sid = wire.dialer.open_stream(REQUEST)
+    wire.dialer.send_data(sid, b"abc")
+    wire.take()
+    wire.dialer.reset_stream(sid)
+    _, acceptor = wire.take()
+    assert acceptor == [StreamReset(sid, ResetCode.CANCEL)]
+    assert not wire.acceptor.reply(sid, ReplyCode.OK)
+    assert wire.acceptor.take_events() == []

@@ -35,6 +35,7 @@ from typing import Any, cast
 from meshlet.agent.connections import ConnectionRecord
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.agent.outbound import Connector, Outcome
+from meshlet.agent.tunnel import EarlyData
 from meshlet.wire.handshake import HandshakeError, ReplyCode, RequestParser, encode_reply
 
 __all__ = ["ClientContext", "HandshakeProtocol", "UpstreamProtocol"]
@@ -93,8 +94,12 @@ class _Establishing(asyncio.Protocol):
     async def _establish(self, service_id: str) -> None:
         transport = self._transport
         assert transport is not None
+        # What the client sent so far goes with a tunnel OPEN (when the peer takes early data).
+        early = EarlyData(bytes(self._early), self._eof)
         try:
-            outcome = await self._ctx.connector.establish(self._workload, service_id, self._record)
+            outcome = await self._ctx.connector.establish(
+                self._workload, service_id, self._record, early
+            )
         except Exception:
             log.exception("establishing %s for %s failed", service_id, self._workload)
             outcome = Outcome(ReplyCode.GENERAL_FAILURE)
@@ -110,7 +115,11 @@ class _Establishing(asyncio.Protocol):
             transport.close()
             return
         relay = outcome.relay
-        relay.attach_left(transport, bytes(self._early))
+        held = self._early
+        if early.sent:
+            # The destination has these already; only what arrived since goes after them.
+            held = held[len(early.data) :]
+        relay.attach_left(transport, bytes(held))
         if self._eof:
             # The transport reported it to us, not to the relay's side.
             relay.left.eof_received()

@@ -29,7 +29,7 @@ from meshlet.agent.connections import ConnectionRecord
 from meshlet.agent.local import LocalServices
 from meshlet.agent.relay import Relay
 from meshlet.agent.router import decide
-from meshlet.agent.tunnel import OpenRequest, TunnelError, TunnelPool, TunnelTimeout
+from meshlet.agent.tunnel import EarlyData, OpenRequest, TunnelError, TunnelPool, TunnelTimeout
 from meshlet.nodeconfig import Endpoint, NodeConfig
 from meshlet.pki import node_identity
 from meshlet.wire.handshake import ReplyCode
@@ -70,8 +70,17 @@ class Connector:
         """Drops balancing state of services no longer routed (after a config change)."""
         self._balancer.forget(keep)
 
-    async def establish(self, workload: str, service_id: str, record: ConnectionRecord) -> Outcome:
-        """Connects ``workload``'s client to ``service_id``; fills ``record``'s details."""
+    async def establish(
+        self,
+        workload: str,
+        service_id: str,
+        record: ConnectionRecord,
+        early: EarlyData | None = None,
+    ) -> Outcome:
+        """Connects ``workload``'s client to ``service_id``; fills ``record``'s details.
+
+        ``early``: the client's first bytes (and EOF), sent with a tunnel OPEN when the peer
+        takes early data; ``early.sent`` tells, on OK, whether the destination has them."""
         config = self._config()
         decision = decide(workload, service_id, config)
         record.service = service_id
@@ -100,13 +109,15 @@ class Connector:
             if remaining <= 0:
                 return Outcome(ReplyCode.TIMEOUT)
             record.endpoint = f"{endpoint.node}/{endpoint.workload}"
+            if early is not None:
+                early.sent = False  # a refused attempt's early data was dropped by its peer
             if endpoint.node == self._node:
                 code, relay = await self._open_local(
                     source, service_id, endpoint, record, remaining
                 )
             else:
                 code, relay = await self._open_remote(
-                    source, service_id, endpoint, record, config.trust_domain, remaining
+                    source, service_id, endpoint, record, config.trust_domain, remaining, early
                 )
             if code == ReplyCode.OK:
                 return Outcome(code, relay)
@@ -145,6 +156,7 @@ class Connector:
         record: ConnectionRecord,
         trust_domain: str,
         timeout: float,
+        early: EarlyData | None,
     ) -> tuple[ReplyCode, Relay | None]:
         # The receiving agent enforces the idle timeout and closes the stream.
         relay = Relay(idle_timeout=None, on_close=record.relay_closed)
@@ -157,6 +169,7 @@ class Connector:
                 request=OpenRequest(service_id, endpoint.workload, {}),
                 protocol=relay.right,
                 timeout=timeout,
+                early=early,
             )
         except TunnelTimeout:
             return ReplyCode.TIMEOUT, None

@@ -82,6 +82,8 @@ from meshlet.wire.mux import (
 )
 
 __all__ = [
+    "ALPN_EARLY_DATA",
+    "EarlyData",
     "MuxStream",
     "OnOpen",
     "OpenRequest",
@@ -98,6 +100,23 @@ log = logging.getLogger(__name__)
 #: What the accepting agent does with a new stream: a reply code and, with OK, the protocol to
 #: attach the stream to. Called with the verified SPIFFE ID of the dialing side.
 OnOpen = Callable[[str, OpenRequest], Awaitable[tuple[ReplyCode, asyncio.Protocol | None]]]
+
+
+#: ALPN name of tunnel protocol version 2 (early data, see docs/protocol.md). Both sides offer
+#: it; a peer that does not select it speaks version 1 and gets no early data.
+ALPN_EARLY_DATA = "meshlet-tunnel/2"
+
+
+@dataclass(slots=True)
+class EarlyData:
+    """What an opener may send right after OPEN, before the reply: bytes, then maybe EOF.
+
+    :meth:`TunnelPool.open_stream` sets ``sent`` when the connection carried them with the OPEN
+    (tunnel protocol version 2); otherwise the caller sends them after OK as usual."""
+
+    data: bytes = b""
+    eof: bool = False
+    sent: bool = False
 
 
 class TunnelError(Exception):
@@ -397,7 +416,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self._idle_close = idle_close
         self._streams: dict[int, MuxStream] = {}
         self._opening: dict[
-            int, tuple[asyncio.Future[ReplyCode], asyncio.Protocol, OpenRequest]
+            int, tuple[asyncio.Future[ReplyCode], asyncio.Protocol, OpenRequest, bool]
         ] = {}
         self._accepting: dict[int, asyncio.Task[None]] = {}
         self._flush_handle: asyncio.Handle | None = None
@@ -420,6 +439,8 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self.sockname = transport.get_extra_info("sockname")
         ssl_object = transport.get_extra_info("ssl_object")
         self.peer_identity = tls_peer_identity(ssl_object) if ssl_object is not None else None
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == ALPN_EARLY_DATA:
+            self.session.early_data = True
         if self.peer_identity is None:
             log.warning("tunnel peer %s presented no SPIFFE identity; closing", self.peername)
             transport.abort()
@@ -467,7 +488,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
         for stream in list(self._streams.values()):
             stream._finish(error)
         self._streams.clear()
-        for future, _, _ in self._opening.values():
+        for future, _, _, _ in self._opening.values():
             if not future.done():
                 future.set_exception(TunnelError(f"tunnel connection to {self.peername} lost"))
         self._opening.clear()
@@ -496,12 +517,25 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self._check_drained()
 
     def open(
-        self, request: OpenRequest, protocol: asyncio.Protocol
+        self, request: OpenRequest, protocol: asyncio.Protocol, early: EarlyData | None = None
     ) -> tuple[int, asyncio.Future[ReplyCode]]:
-        """Queue OPEN; the future gets the reply code (OK: ``protocol`` is connected)."""
-        stream_id = self.session.open_stream(request)
+        """Queue OPEN; the future gets the reply code (OK: ``protocol`` is connected).
+
+        ``early`` goes out right behind the OPEN when the peer speaks version 2 (``early.sent``
+        tells whether it did)."""
+        session = self.session
+        stream_id = session.open_stream(request)
+        eof_sent = False
+        if early is not None:
+            early.sent = session.early_data
+            if early.sent:
+                if early.data:
+                    session.send_data(stream_id, early.data)
+                if early.eof:
+                    session.close_stream(stream_id)
+                    eof_sent = True
         future: asyncio.Future[ReplyCode] = self.loop.create_future()
-        self._opening[stream_id] = (future, protocol, request)
+        self._opening[stream_id] = (future, protocol, request, eof_sent)
         self._idle_since = None
         self.schedule_flush()
         return stream_id, future
@@ -632,6 +666,10 @@ class TunnelConnection(asyncio.BufferedProtocol):
             stream = MuxStream(self, stream_id, protocol, request)
             self._streams[stream_id] = stream
             protocol.connection_made(stream)
+            # Early data the session held for the stream, in order, before anything later.
+            events = self.session.take_events()
+            if events:
+                self._dispatch(events)
         self.schedule_flush()
         self._check_drained()
 
@@ -641,7 +679,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
             if event.code is ReplyCode.OK:
                 self.session.reset_stream(event.stream_id)
             return
-        future, protocol, request = entry
+        future, protocol, request, eof_sent = entry
         if future.done():  # the opener gave up
             if event.code is ReplyCode.OK:
                 self.session.reset_stream(event.stream_id)
@@ -649,6 +687,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
             return
         if event.code is ReplyCode.OK:
             stream = MuxStream(self, event.stream_id, protocol, request)
+            stream._eof_written = eof_sent
             self._streams[event.stream_id] = stream
             protocol.connection_made(stream)
         else:
@@ -715,6 +754,7 @@ class TunnelServer:
         settings: TunnelSettings | None = None,
     ) -> None:
         self._ssl = ssl_context
+        self._ssl.set_alpn_protocols([ALPN_EARLY_DATA])
         self._on_open = on_open
         self.settings = settings or TunnelSettings()
         self._server: asyncio.Server | None = None
@@ -819,6 +859,7 @@ class TunnelPool:
         request: OpenRequest,
         protocol: asyncio.Protocol,
         timeout: float,
+        early: EarlyData | None = None,
     ) -> ReplyCode:
         """Open a stream to ``request.service_id`` on the agent at ``address:port``.
 
@@ -826,6 +867,9 @@ class TunnelPool:
         called. Raises :class:`TunnelTimeout` when no reply came within ``timeout`` seconds and
         :class:`TunnelError` when the tunnel cannot be dialed, the peer's certificate is not
         ``peer_identity``, or the connection is lost while opening.
+
+        ``early`` is sent with the OPEN when the connection speaks tunnel protocol version 2
+        (``early.sent`` says so); the peer drops it unless it answers OK.
         """
         if self._closed:
             raise TunnelError("the tunnel pool is closed")
@@ -835,7 +879,7 @@ class TunnelPool:
                 for _ in range(self.settings.refused_retries + 1):
                     connection = await self._connection(key, peer_identity)
                     try:
-                        return await self._open_on(connection, request, protocol)
+                        return await self._open_on(connection, request, protocol, early)
                     except _Refused:
                         connection.go_away()  # it is closing: use (or dial) another
                 raise TunnelError(f"{address}:{port} keeps refusing new streams")
@@ -845,9 +889,13 @@ class TunnelPool:
             ) from None
 
     async def _open_on(
-        self, connection: TunnelConnection, request: OpenRequest, protocol: asyncio.Protocol
+        self,
+        connection: TunnelConnection,
+        request: OpenRequest,
+        protocol: asyncio.Protocol,
+        early: EarlyData | None,
     ) -> ReplyCode:
-        stream_id, future = connection.open(request, protocol)
+        stream_id, future = connection.open(request, protocol, early)
         try:
             return await future
         except asyncio.CancelledError:
@@ -898,6 +946,7 @@ class TunnelPool:
         source_identity, address, port = key
         loop = asyncio.get_running_loop()
         context = self._context_for(source_identity)
+        context.set_alpn_protocols([ALPN_EARLY_DATA])
         try:
             _, connection = await loop.create_connection(
                 lambda: TunnelConnection(

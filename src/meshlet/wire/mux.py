@@ -189,6 +189,7 @@ _OPEN = _State.OPEN
 class _Stream:
     __slots__ = (
         "close_pending",
+        "early",
         "id",
         "local_closed",
         "pending",
@@ -209,6 +210,8 @@ class _Stream:
         self.close_pending = False
         self.local_closed = False
         self.remote_closed = False
+        #: Early data held while ACCEPTING (``None`` marks the peer's CLOSE), see ``early_data``.
+        self.early: list[bytes | bytearray | None] | None = None
 
 
 # -- the session --------------------------------------------------------------------------------
@@ -219,6 +222,12 @@ class Session:
 
     ``window`` is the receive window this side grants each stream; ``max_incoming_streams``
     bounds the streams the peer may have open at once (more are refused with RESET(REFUSED)).
+
+    ``early_data`` (tunnel protocol version 2, negotiated per connection): the opener may send
+    DATA and CLOSE right after OPEN, within the initial window, before the reply. The acceptor
+    holds them; :meth:`reply` with OK emits them (then :class:`StreamEnded` for a CLOSE) as if
+    they had just arrived, any other code drops them. Without it both are a protocol error
+    before OK, as in version 1.
     """
 
     def __init__(
@@ -227,12 +236,14 @@ class Session:
         client: bool,
         window: int = DEFAULT_WINDOW,
         max_incoming_streams: int = 10_000,
+        early_data: bool = False,
     ) -> None:
         if not INITIAL_WINDOW <= window <= _MAX_WINDOW:
             raise ValueError(f"window must be between {INITIAL_WINDOW} and {_MAX_WINDOW}")
         self.client = client
         self.window = window
         self.max_incoming_streams = max_incoming_streams
+        self.early_data = early_data
         self._ack_threshold = window // 4
         self._reader = FrameReader()
         self._streams: dict[int, _Stream] = {}
@@ -337,8 +348,16 @@ class Session:
         if code is ReplyCode.OK:
             stream.state = _State.OPEN
             self._grant_extra_window(stream)
+            early = stream.early
+            if early is not None:
+                stream.early = None
+                for data in early:
+                    if data is None:
+                        self._events.append(StreamEnded(stream_id))
+                    else:
+                        self._events.append(DataReceived(stream_id, data))
         else:
-            self._remove(stream)
+            self._remove(stream)  # held early data is dropped with the stream
         return True
 
     def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
@@ -346,7 +365,9 @@ class Session:
 
         Returns the bytes that wait for window (:meth:`send_buffered`)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state is not _OPEN:
+        if stream is None or not (
+            stream.state is _OPEN or (stream.state is _State.OPENING and self.early_data)
+        ):
             raise SessionError(f"stream {stream_id} is not open")
         if stream.local_closed or stream.close_pending:
             raise SessionError(f"stream {stream_id} was closed for writing")
@@ -386,7 +407,7 @@ class Session:
         stream = self._streams.get(stream_id)
         if stream is None or stream.local_closed or stream.close_pending or self.terminated:
             return
-        if stream.state is not _State.OPEN:
+        if not (stream.state is _OPEN or (stream.state is _State.OPENING and self.early_data)):
             raise SessionError(f"stream {stream_id} is not open; reset it instead")
         if stream.pending:
             stream.close_pending = True
@@ -526,8 +547,7 @@ class Session:
         stream = self._stream_for(frame)
         if stream is None:
             return
-        if stream.state is not _State.OPEN:
-            raise FrameError(f"DATA on stream {stream.id} before it was accepted")
+        early = self._early_allowed(stream, "DATA")
         if stream.remote_closed:
             raise FrameError(f"DATA on stream {stream.id} after the peer closed it")
         size = frame.value
@@ -537,8 +557,22 @@ class Session:
                 f"of {stream.recv_window}"
             )
         stream.recv_window -= size
-        if size:
+        if not size:
+            return
+        if early:
+            if stream.early is None:
+                stream.early = []
+            stream.early.append(frame.payload)
+        else:
             self._events.append(DataReceived(stream.id, frame.payload))
+
+    def _early_allowed(self, stream: _Stream, what: str) -> bool:
+        """True for early data held until the reply; raises when the frame is out of state."""
+        if stream.state is _OPEN:
+            return False
+        if stream.state is _State.ACCEPTING and self.early_data:
+            return True
+        raise FrameError(f"{what} on stream {stream.id} before it was accepted")
 
     def _on_window_update(self, frame: Frame) -> None:
         stream = self._stream_for(frame)
@@ -594,11 +628,15 @@ class Session:
         stream = self._stream_for(frame)
         if stream is None:
             return
-        if stream.state is not _State.OPEN:
-            raise FrameError(f"CLOSE on stream {stream.id} before it was accepted")
+        early = self._early_allowed(stream, "CLOSE")
         if stream.remote_closed:
             raise FrameError(f"second CLOSE on stream {stream.id}")
         stream.remote_closed = True
+        if early:
+            if stream.early is None:
+                stream.early = []
+            stream.early.append(None)
+            return
         self._events.append(StreamEnded(stream.id))
         if stream.local_closed:
             self._remove(stream)
