@@ -26,7 +26,9 @@ than the initial one grants the difference as soon as the stream opens.
 
 Stream life: the dialer (``client=True``) uses odd ids, the acceptor even ones, always
 increasing. ``OPEN`` → the acceptor answers ``OPEN_REPLY`` with a reply code; DATA flows only
-after code OK. Each side half-closes with ``CLOSE``; a stream is finished once both sides
+after code OK (with ``early_data``, protocol version 2, the opener's DATA/CLOSE may precede the
+reply: held by the acceptor, delivered on OK, dropped otherwise).
+Each side half-closes with ``CLOSE``; a stream is finished once both sides
 closed (:class:`StreamFinished`). ``RESET`` ends it at once in both directions. Frames for a
 stream that already ended are ignored (they were in flight); frames for a stream that never
 existed are a protocol error.
