@@ -15,6 +15,7 @@ import uvloop
 from meshlet import pki
 from meshlet.agent.relay import Relay
 from meshlet.agent.tunnel import (
+    EarlyData,
     MuxStream,
     OpenRequest,
     TunnelError,
@@ -798,6 +799,38 @@ async def test_bytes_keep_their_order_when_the_reader_pauses_and_resumes_often(
         received = bytes(reader.data)
         assert len(received) == len(blob)
         assert received == blob, "bytes were reordered"
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_early_data_rides_with_the_open_over_a_real_tunnel(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """Both agents negotiate tunnel protocol 2 (ALPN) and the opener's first bytes and EOF
+    reach the server's protocol, in order, before anything else."""
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        early = EarlyData(b"first bytes;", eof=True)
+        reader = Peer()
+        code = await pool.open_stream(
+            source_identity=CLIENT,
+            peer_identity=NODE,
+            address="127.0.0.1",
+            port=server.port,
+            request=REQUEST,
+            protocol=reader,
+            timeout=10,
+            early=early,
+        )
+        assert code is ReplyCode.OK
+        assert early.sent, "protocol 2 was not negotiated: the bytes waited for the reply"
+        await reader.eof  # the echo closes its side after our early EOF
+        assert bytes(reader.data) == b"first bytes;"
     finally:
         await pool.close()
         await server.close(1)
