@@ -501,6 +501,53 @@ async def test_no_reply_in_time_raises_tunnel_timeout_and_releases_the_protocol(
 
 
 @on_uvloop
+async def test_no_reply_in_time_on_an_established_connection_raises_tunnel_timeout(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    # The pool's fast path (a usable connection exists: no dial) has its own deadline timer.
+    server_ctx, client_ctx = contexts
+    release = asyncio.Event()
+    late = Peer()
+    first = True
+
+    async def slow_after_first(
+        identity: str, request: OpenRequest
+    ) -> tuple[ReplyCode, asyncio.Protocol]:
+        nonlocal first
+        if first:
+            first = False
+            return ReplyCode.OK, Peer(echo=True)
+        await release.wait()
+        return ReplyCode.OK, late
+
+    server = TunnelServer(server_ctx, slow_after_first)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        code, _ = await open_peer(pool, server)
+        assert code is ReplyCode.OK
+        assert pool.connections == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TunnelTimeout):
+            await open_peer(pool, server, timeout=0.3)
+        assert 0.25 <= loop.time() - started < 2
+        release.set()
+        # The stream was reset while on_open ran: its protocol is connected, then lost.
+        await late.made
+        assert isinstance(await late.lost, ConnectionResetError)
+        # The connection is still usable.
+        release.clear()
+        first = True
+        code, _ = await open_peer(pool, server)
+        assert code is ReplyCode.OK
+        assert pool.connections == 1
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
 async def test_client_certificate_from_another_ca_is_rejected(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
 ) -> None:

@@ -306,3 +306,11 @@ def test_open_reply_round_trips(code: ReplyCode) -> None:
 def test_bad_open_replies_raise(payload: bytes) -> None:
     with pytest.raises(HandshakeError):
         decode_open_reply(payload)
+
+
+def test_cached_open_payload_still_rejects_bad_requests_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(HandshakeError) as info:
+            encode_open(OpenRequest("Not.valid.id", "n/w"))
+        assert info.value.code is ReplyCode.BAD_REQUEST
+    assert encode_open(OpenRequest("a.b.c", "n/w")) is encode_open(OpenRequest("a.b.c", "n/w"))

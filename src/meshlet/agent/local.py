@@ -87,14 +87,38 @@ class LocalServices:
         """Connects ``protocol`` to the server: ``OK``, ``CONNECT_FAILED`` or ``TIMEOUT``."""
         loop = asyncio.get_running_loop()
         target = self.target(inbound)
+        # One timer cancelling this task instead of ``asyncio.timeout`` (whose setup and
+        # teardown was ~6% of the accepting agent's CPU per new connection, py-spy).
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        expired = _Expiry(task)
+        timer = loop.call_later(timeout, expired.fire)
         try:
-            async with asyncio.timeout(timeout):
-                if isinstance(target, int):
-                    await loop.create_connection(lambda: protocol, "127.0.0.1", target)
-                else:
-                    await loop.create_unix_connection(lambda: protocol, str(target))
-        except TimeoutError:
-            return ReplyCode.TIMEOUT
+            if isinstance(target, int):
+                await loop.create_connection(lambda: protocol, "127.0.0.1", target)
+            else:
+                await loop.create_unix_connection(lambda: protocol, str(target))
+        except asyncio.CancelledError:
+            if expired.fired and task.uncancel() <= cancelling:
+                return ReplyCode.TIMEOUT
+            raise
         except OSError:
             return ReplyCode.CONNECT_FAILED
+        finally:
+            timer.cancel()
         return ReplyCode.OK
+
+
+class _Expiry:
+    """A deadline's callback: cancels the task and remembers it did."""
+
+    __slots__ = ("_task", "fired")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self._task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self._task.cancel()

@@ -26,6 +26,7 @@ and ``OPEN_REPLY`` answers it with ``VER=1 (1) | CODE (1)``, the codes of
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import struct
 from dataclasses import dataclass, field
@@ -306,21 +307,30 @@ class OpenRequest:
 
 def encode_open(request: OpenRequest) -> bytes:
     """The OPEN payload; raises :class:`HandshakeError` (BAD_REQUEST) if it cannot be encoded."""
+    if not request.metadata:
+        # The common case (no metadata) repeats the same few requests: encoded once each.
+        return _encode_open_cached(request.service_id, request.workload)
+    return _encode_open(request.service_id, request.workload, request.metadata)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_open_cached(service_id: str, workload: str) -> bytes:
+    # Errors raise and are not cached.
+    return _encode_open(service_id, workload, None)
+
+
+def _encode_open(service_id: str, workload_name: str, meta: dict[str, str] | None) -> bytes:
     try:
-        parse_service_id(request.service_id)
+        parse_service_id(service_id)
     except InvalidServiceId as exc:
         raise HandshakeError(ReplyCode.BAD_REQUEST, str(exc)) from None
-    workload = request.workload.encode()
+    workload = workload_name.encode()
     try:
-        _check_workload(request.workload, len(workload))
+        _check_workload(workload_name, len(workload))
     except ValueError as exc:
         raise HandshakeError(ReplyCode.BAD_REQUEST, str(exc)) from None
-    metadata = (
-        json.dumps(request.metadata, separators=(",", ":"), ensure_ascii=False).encode()
-        if request.metadata
-        else b""
-    )
-    service = request.service_id.encode("ascii")
+    metadata = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode() if meta else b""
+    service = service_id.encode("ascii")
     size = 5 + len(service) + len(workload) + len(metadata)
     if size > MAX_OPEN_PAYLOAD:
         raise HandshakeError(

@@ -1,0 +1,64 @@
+"""LocalServices.connect: OK, CONNECT_FAILED and TIMEOUT, and an outside cancel stays one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshlet.agent.local import LocalServices
+from meshlet.nodeconfig import Inbound
+from meshlet.wire.handshake import ReplyCode
+
+INBOUND = Inbound(service_id="http.web.demo", service="http", workload="demo/web", tcp_port=1)
+
+
+def services() -> LocalServices:
+    return LocalServices(Path("/nonexistent"), lambda: None)
+
+
+async def test_connect_ok_and_refused() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        made: list[asyncio.BaseTransport] = []
+
+        class P(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                made.append(transport)
+
+        inbound = INBOUND.model_copy(update={"tcp_port": port})
+        assert await services().connect(inbound, P(), 1.0) is ReplyCode.OK
+        made[0].close()
+    finally:
+        server.close()
+    assert await services().connect(inbound, asyncio.Protocol(), 1.0) is ReplyCode.CONNECT_FAILED
+
+
+async def test_connect_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(10)
+
+    monkeypatch.setattr(loop, "create_connection", hang)
+    started = loop.time()
+    assert await services().connect(INBOUND, asyncio.Protocol(), 0.1) is ReplyCode.TIMEOUT
+    assert loop.time() - started < 1
+
+
+async def test_an_outside_cancel_is_not_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(10)
+
+    monkeypatch.setattr(loop, "create_connection", hang)
+    task = asyncio.ensure_future(services().connect(INBOUND, asyncio.Protocol(), 5.0))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
