@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from meshlet.agent.local import LocalServices
-from meshlet.nodeconfig import Inbound
+from meshlet.nodeconfig import Inbound, NodeConfig
 from meshlet.wire.handshake import ReplyCode
 
 INBOUND = Inbound(service_id="http.web.demo", service="http", workload="demo/web", tcp_port=1)
@@ -62,3 +62,23 @@ async def test_an_outside_cancel_is_not_a_timeout(monkeypatch: pytest.MonkeyPatc
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_admission_follows_a_config_change() -> None:
+    caller = "spiffe://meshlet.local/ns/demo/meshlet/client"
+    allowed = NodeConfig(node="n", inbound=(INBOUND.model_copy(update={"allowed": (caller,)}),))
+    denied = NodeConfig(node="n", inbound=(INBOUND,))
+    gone = NodeConfig(node="n")
+    current = [allowed]
+    local = LocalServices(Path("/nonexistent"), lambda: current[0])
+    admission = local.admit(caller, INBOUND.service_id, INBOUND.workload)
+    assert not isinstance(admission, ReplyCode)
+    admission.release()
+    current[0] = denied
+    assert local.admit(caller, INBOUND.service_id, INBOUND.workload) is ReplyCode.ACCESS_DENIED
+    current[0] = gone
+    assert local.admit(caller, INBOUND.service_id, INBOUND.workload) is ReplyCode.CONNECT_FAILED
+    current[0] = allowed
+    admission = local.admit(caller, INBOUND.service_id, INBOUND.workload)
+    assert not isinstance(admission, ReplyCode)
+    assert local.active(INBOUND.workload, INBOUND.service_id) == 1

@@ -30,13 +30,16 @@ from meshlet.agent.local import LocalServices
 from meshlet.agent.relay import Relay
 from meshlet.agent.router import decide
 from meshlet.agent.tunnel import EarlyData, OpenRequest, TunnelError, TunnelPool, TunnelTimeout
-from meshlet.nodeconfig import Endpoint, NodeConfig
+from meshlet.nodeconfig import Endpoint, NodeConfig, Route
 from meshlet.pki import node_identity
 from meshlet.wire.handshake import ReplyCode
 
 __all__ = ["Connector", "Outcome"]
 
 _RETRYABLE = (ReplyCode.CONNECTION_LIMIT, ReplyCode.CONNECT_FAILED)
+
+#: Memoized route decisions per config (a bound: clients choose the service IDs they send).
+_MAX_DECISIONS = 4096
 
 
 @dataclass
@@ -65,6 +68,32 @@ class Connector:
         self._pool = pool
         self._balancer = balancer
         self._connect_timeout = connect_timeout
+        self._decided_for: NodeConfig | None = None
+        self._decisions: dict[tuple[str, str], tuple[ReplyCode | Route, str]] = {}
+
+    def _decide(
+        self, workload: str, service_id: str, config: NodeConfig | None
+    ) -> tuple[ReplyCode | Route, str]:
+        """:func:`decide`, and the client's source identity with a route; memoized per config
+        object (configs are immutable and replaced whole on a change): deciding anew was ~8% of
+        the dialing agent's CPU per new connection (pydantic attribute access, py-spy)."""
+        if config is not self._decided_for:
+            self._decided_for = config
+            self._decisions = {}
+        key = (workload, service_id)
+        cached = self._decisions.get(key)
+        if cached is not None:
+            return cached
+        decision = decide(workload, service_id, config)
+        source = ""
+        if not isinstance(decision, ReplyCode):
+            assert config is not None  # decide() answers NOT_READY without a config
+            local_workload = config.workload(workload)
+            assert local_workload is not None and local_workload.identity is not None
+            source = local_workload.identity
+        if len(self._decisions) < _MAX_DECISIONS:
+            self._decisions[key] = (decision, source)
+        return decision, source
 
     def forget(self, keep: set[str]) -> None:
         """Drops balancing state of services no longer routed (after a config change)."""
@@ -82,7 +111,7 @@ class Connector:
         ``early``: the client's first bytes (and EOF), sent with a tunnel OPEN when the peer
         takes early data; ``early.sent`` tells, on OK, whether the destination has them."""
         config = self._config()
-        decision = decide(workload, service_id, config)
+        decision, source = self._decide(workload, service_id, config)
         record.service = service_id
         if isinstance(decision, ReplyCode):
             if decision in (ReplyCode.SERVICE_NOT_FOUND, ReplyCode.NO_ENDPOINT):
@@ -90,9 +119,6 @@ class Connector:
             return Outcome(decision)
         assert config is not None  # decide() answers NOT_READY without a config
         record.service_label = service_id
-        local_workload = config.workload(workload)
-        assert local_workload is not None and local_workload.identity is not None
-        source = local_workload.identity
         if not self._has_certificate(source):
             # The control plane has not signed this meshlet's certificate yet.
             return Outcome(ReplyCode.NOT_READY)
