@@ -26,10 +26,10 @@ Bytes are counted per direction (:attr:`Relay.bytes_left_to_right`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Callable
 from typing import cast
+
+from meshlet.agent.sockopts import set_nodelay
 
 __all__ = ["Relay"]
 
@@ -57,7 +57,7 @@ class _Side(asyncio.Protocol):
         self.transport = transport
         relay = self.relay
         relay.connected += 1
-        _set_nodelay(transport)
+        set_nodelay(transport)
         if relay.closing:
             transport.close()
             return
@@ -117,36 +117,6 @@ class _Side(asyncio.Protocol):
             transport.write_eof()
         else:
             self.relay.close()
-
-
-def _nodelay_types() -> frozenset[type]:
-    """Transport types that need no TCP_NODELAY from us: they set it themselves on every TCP
-    connection, accepted or dialed (uvloop's TCPTransport; asyncio's selector transport since
-    Python 3.6), or are never TCP (uvloop's UnixTransport). Skipping the socket lookup for them
-    saved ~2% of an agent's CPU per new connection (py-spy, new connection per request)."""
-    import asyncio.selector_events
-
-    names = [(asyncio.selector_events, "_SelectorSocketTransport")]
-    with contextlib.suppress(ImportError):
-        import uvloop.loop
-
-        names += [(uvloop.loop, "TCPTransport"), (uvloop.loop, "UnixTransport")]
-    return frozenset(
-        kind for module, name in names if isinstance(kind := getattr(module, name, None), type)
-    )
-
-
-_NODELAY_ALREADY = _nodelay_types()
-
-
-def _set_nodelay(transport: asyncio.BaseTransport) -> None:
-    if type(transport) in _NODELAY_ALREADY:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Relay:

@@ -61,6 +61,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from meshlet.agent.sockopts import set_nodelay
 from meshlet.pki import peer_identity as tls_peer_identity
 from meshlet.wire.frames import GoAwayCode, OpenRequest, ResetCode
 from meshlet.wire.handshake import ReplyCode
@@ -146,14 +147,6 @@ class TunnelSettings:
     tls_handshake_timeout: float = 10.0
     #: How many times a stream refused by a closing peer is retried on another connection.
     refused_retries: int = 3
-
-
-def _set_nodelay(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MuxStream(asyncio.Transport):
@@ -434,7 +427,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        _set_nodelay(transport)
+        set_nodelay(transport)
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
         ssl_object = transport.get_extra_info("ssl_object")
