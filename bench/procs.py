@@ -10,15 +10,14 @@ counting from zero. RSS is the sum of ``VmRSS`` over the same tree.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
 from bench.errors import PeerFailed
+from meshlet.testing.mesh import ChildProcess, MeshProcessError
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -99,43 +98,19 @@ def wait_for_port(host: str, port: int, timeout: float, process: Daemon | None =
         time.sleep(0.05)
 
 
-class Daemon:
+class Daemon(ChildProcess):
     """A peer program run in the foreground, logging to a file, stopped with SIGTERM/SIGKILL."""
 
     def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
-        self.name = name
+        super().__init__(name, log)
         self.argv = list(argv)
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise PeerFailed(f"{self.name} is not running")
-        return self.process.pid
 
     def start(self) -> Daemon:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
+        self.spawn(self.argv)
         return self
 
     def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
-            raise PeerFailed(
-                f"{self.name} exited with code {self.process.returncode}; log tail:\n{tail}"
-            )
-
-    def stop(self, grace: float = 5.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        try:
+            super().check_alive()
+        except MeshProcessError as exc:
+            raise PeerFailed(str(exc)) from None

@@ -38,7 +38,14 @@ import yaml
 
 from meshlet.cpclient import CPClient
 
-__all__ = ["AgentProcess", "ControlPlaneProcess", "LocalMesh", "MeshProcessError", "free_port"]
+__all__ = [
+    "AgentProcess",
+    "ChildProcess",
+    "ControlPlaneProcess",
+    "LocalMesh",
+    "MeshProcessError",
+    "free_port",
+]
 
 T = TypeVar("T")
 
@@ -80,7 +87,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-class _Process:
+class ChildProcess:
     """A child process with a log file, stopped with SIGTERM then SIGKILL."""
 
     name: str
@@ -91,7 +98,13 @@ class _Process:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise MeshProcessError(f"{self.name} is not running")
+        return self.process.pid
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         if self.running:
             raise MeshProcessError(f"{self.name} is already running")
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +149,7 @@ class _Process:
         self.process = None
 
 
-class ControlPlaneProcess(_Process):
+class ControlPlaneProcess(ChildProcess):
     def __init__(self, directory: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
         super().__init__("control-plane", directory / "control-plane.log")
         self.state_dir = directory / "cp"
@@ -158,7 +171,7 @@ class ControlPlaneProcess(_Process):
         return (self.state_dir / "admin.token").read_text().strip()
 
     def start(self, timeout: float = 30.0) -> None:
-        self._spawn(
+        self.spawn(
             _meshlet_argv(
                 "cp",
                 "run",
@@ -197,7 +210,7 @@ class ControlPlaneProcess(_Process):
         return token.pinned if pinned else token.token
 
 
-class AgentProcess(_Process):
+class AgentProcess(ChildProcess):
     """One node agent, configured from a dict that becomes its ``agent.yaml``."""
 
     def __init__(
@@ -242,7 +255,7 @@ class AgentProcess(_Process):
             token = self.cp.node_token(self.node, pinned=self.pinned)
             self.token_file.write_text(token + "\n")
             self.token_file.chmod(0o600)
-        self._spawn(
+        self.spawn(
             _meshlet_argv(
                 "agent",
                 "run",
@@ -359,7 +372,7 @@ class LocalMesh:
     def apply(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         return self.cp.call(lambda c: c.apply(items))
 
-    def processes(self) -> Iterator[_Process]:
+    def processes(self) -> Iterator[ChildProcess]:
         yield from self.agents.values()
         yield self.cp
 
