@@ -29,6 +29,7 @@ from meshlet.cpclient import (
     load_client_config,
 )
 from meshlet.nodeconfig import NodeConfig
+from meshlet.pki import credentials
 
 pytestmark = pytest.mark.integration
 
@@ -244,8 +245,8 @@ async def test_csr_is_signed_only_for_identities_hosted_on_the_node(
     cp: ControlPlaneProcess, admin: CPClient
 ) -> None:
     echo_id = pki.meshlet_identity("meshlet.local", "demo", "echo")
-    key = pki.generate_key()
-    csr = pki.create_csr(key, echo_id)
+    key = credentials.generate_key()
+    csr = credentials.create_csr(key, echo_id)
     a = await admin.create_node_token("node-a")
     b = await admin.create_node_token("node-b")
     async with cp.client(a.token) as node_a, cp.client(b.token) as node_b:
@@ -253,15 +254,15 @@ async def test_csr_is_signed_only_for_identities_hosted_on_the_node(
             await node_a.sign_csr("node-a", csr, echo_id)
         await node_a.register_workloads("node-a", [workload("echo-v1", "echo")])
         cert_pem, ca_pem = await node_a.sign_csr("node-a", csr, echo_id)
-        assert pki.cert_identity(pki.load_cert(cert_pem)) == echo_id
+        assert credentials.cert_identity(credentials.load_cert(cert_pem)) == echo_id
         assert ca_pem == cp.running.ca_file.read_bytes()  # type: ignore[union-attr]
         with pytest.raises(Forbidden, match="hosts no workload"):
             await node_b.sign_csr("node-b", csr, echo_id)
         with pytest.raises(Forbidden):
             await node_b.sign_csr("node-a", csr, echo_id)
         own = pki.node_identity("meshlet.local", "node-b")
-        cert_pem, _ = await node_b.sign_csr("node-b", pki.create_csr(key, own), own)
-        assert pki.cert_identity(pki.load_cert(cert_pem)) == own
+        cert_pem, _ = await node_b.sign_csr("node-b", credentials.create_csr(key, own), own)
+        assert credentials.cert_identity(credentials.load_cert(cert_pem)) == own
         with pytest.raises(Invalid):  # the CSR asks for another identity than the request
             await node_a.sign_csr("node-a", csr, pki.node_identity("meshlet.local", "node-a"))
 

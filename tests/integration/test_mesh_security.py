@@ -15,6 +15,7 @@ import pytest
 
 from meshlet import pki
 from meshlet.cpclient import Forbidden
+from meshlet.pki import credentials
 from meshlet.testing.mesh import ControlPlaneProcess, LocalMesh
 
 from .mesh_fixtures import NS, meshlet
@@ -81,10 +82,10 @@ def test_csr_is_signed_only_for_meshlets_hosted_on_the_requesting_node(
     }
     cp.call(lambda c: c.register_workloads("node-b", [vault]), token=token_b)
     identity = pki.meshlet_identity("meshlet.local", NS, "vault")
-    csr = pki.create_csr(pki.generate_key(), identity)
+    csr = credentials.create_csr(credentials.generate_key(), identity)
 
     certificate, _ = cp.call(lambda c: c.sign_csr("node-b", csr, identity), token=token_b)
-    assert pki.cert_identity(pki.load_cert(certificate)) == identity
+    assert credentials.cert_identity(credentials.load_cert(certificate)) == identity
 
     with pytest.raises(Forbidden):
         cp.call(lambda c: c.sign_csr("node-a", csr, identity), token=cp.node_token("node-a"))

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshlet import pki
+from meshlet.pki import authority, credentials
 from meshlet.testing.certs import CertificateFactory
 
 TD = "meshlet.local"
@@ -20,7 +21,7 @@ ALICE = pki.meshlet_identity(TD, "demo", "alice")
 
 @pytest.fixture(scope="module")
 def ca() -> tuple[object, x509.Certificate]:
-    return pki.create_ca(TD)
+    return authority.create_ca(TD)
 
 
 def test_identities_follow_the_spiffe_layout() -> None:
@@ -29,43 +30,43 @@ def test_identities_follow_the_spiffe_layout() -> None:
 
 
 def test_key_pem_round_trip_keeps_the_key() -> None:
-    key = pki.generate_key()
+    key = credentials.generate_key()
     assert key.curve.name == "secp256r1"
-    again = pki.load_key(pki.key_to_pem(key))
+    again = credentials.load_key(credentials.key_to_pem(key))
     assert again.private_numbers() == key.private_numbers()
 
 
 @pytest.mark.parametrize("pem", [b"", b"garbage", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END"])
 def test_load_key_rejects_garbage_with_pki_error(pem: bytes) -> None:
     with pytest.raises(pki.PkiError):
-        pki.load_key(pem)
+        credentials.load_key(pem)
 
 
 def test_load_cert_rejects_garbage_with_pki_error() -> None:
     with pytest.raises(pki.PkiError):
-        pki.load_cert(b"not a certificate")
+        credentials.load_cert(b"not a certificate")
 
 
 def test_ca_is_a_self_signed_ca_valid_for_the_requested_time(
     ca: tuple[object, x509.Certificate],
 ) -> None:
     _, cert = ca
-    assert pki.load_cert(pki.cert_to_pem(cert)) == cert
+    assert credentials.load_cert(credentials.cert_to_pem(cert)) == cert
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     cert.verify_directly_issued_by(cert)
-    assert pki.cert_not_after(cert) > datetime.now(UTC) + timedelta(days=3000)
-    _, short = pki.create_ca(TD, valid_for=timedelta(days=1))
-    assert pki.cert_not_after(short) < datetime.now(UTC) + timedelta(days=2)
+    assert credentials.cert_not_after(cert) > datetime.now(UTC) + timedelta(days=3000)
+    _, short = authority.create_ca(TD, valid_for=timedelta(days=1))
+    assert credentials.cert_not_after(short) < datetime.now(UTC) + timedelta(days=2)
 
 
 def test_csr_carries_the_identity() -> None:
-    csr = pki.create_csr(pki.generate_key(), ALICE)
-    assert pki.csr_identity(csr) == ALICE
+    csr = credentials.create_csr(credentials.generate_key(), ALICE)
+    assert authority.csr_identity(csr) == ALICE
 
 
 def test_csr_identity_rejects_bad_pem() -> None:
     with pytest.raises(pki.PkiError, match="not a PEM"):
-        pki.csr_identity(
+        authority.csr_identity(
             b"-----BEGIN CERTIFICATE REQUEST-----\nxx\n-----END CERTIFICATE REQUEST-----\n"
         )
 
@@ -76,10 +77,10 @@ def test_csr_identity_rejects_a_csr_without_uri_san() -> None:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
-        .sign(pki.generate_key(), hashes.SHA256())
+        .sign(credentials.generate_key(), hashes.SHA256())
     ).public_bytes(serialization.Encoding.PEM)
     with pytest.raises(pki.PkiError, match="subjectAltName"):
-        pki.csr_identity(csr)
+        authority.csr_identity(csr)
 
 
 def test_csr_identity_rejects_two_uri_sans() -> None:
@@ -92,16 +93,16 @@ def test_csr_identity_rejects_two_uri_sans() -> None:
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
         .add_extension(san, critical=True)
-        .sign(pki.generate_key(), hashes.SHA256())
+        .sign(credentials.generate_key(), hashes.SHA256())
     ).public_bytes(serialization.Encoding.PEM)
     with pytest.raises(pki.PkiError, match="exactly one URI SAN"):
-        pki.csr_identity(csr)
+        authority.csr_identity(csr)
 
 
 def test_csr_identity_rejects_a_tampered_signature() -> None:
     from cryptography.hazmat.primitives import serialization
 
-    csr = x509.load_pem_x509_csr(pki.create_csr(pki.generate_key(), ALICE))
+    csr = x509.load_pem_x509_csr(credentials.create_csr(credentials.generate_key(), ALICE))
     der = bytearray(csr.public_bytes(serialization.Encoding.DER))
     der[-3] ^= 0xFF  # inside the signature
     import base64
@@ -112,31 +113,31 @@ def test_csr_identity_rejects_a_tampered_signature() -> None:
         + b"-----END CERTIFICATE REQUEST-----\n"
     )
     with pytest.raises(pki.PkiError):
-        pki.csr_identity(pem)
+        authority.csr_identity(pem)
 
 
 def test_sign_csr_issues_a_client_and_server_leaf_for_the_identity(
     ca: tuple[object, x509.Certificate],
 ) -> None:
     ca_key, ca_cert = ca
-    csr = pki.create_csr(pki.generate_key(), ALICE)
-    leaf = pki.load_cert(
-        pki.sign_csr(ca_key, ca_cert, csr, identity=ALICE, valid_for=timedelta(hours=1))  # type: ignore[arg-type]
+    csr = credentials.create_csr(credentials.generate_key(), ALICE)
+    leaf = credentials.load_cert(
+        authority.sign_csr(ca_key, ca_cert, csr, identity=ALICE, valid_for=timedelta(hours=1))  # type: ignore[arg-type]
     )
     leaf.verify_directly_issued_by(ca_cert)
-    assert pki.cert_identity(leaf) == ALICE
+    assert credentials.cert_identity(leaf) == ALICE
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
-    assert pki.cert_not_after(leaf) <= datetime.now(UTC) + timedelta(hours=1)
+    assert credentials.cert_not_after(leaf) <= datetime.now(UTC) + timedelta(hours=1)
 
 
 def test_sign_csr_refuses_a_csr_for_another_identity(ca: tuple[object, x509.Certificate]) -> None:
     ca_key, ca_cert = ca
-    csr = pki.create_csr(pki.generate_key(), ALICE)
+    csr = credentials.create_csr(credentials.generate_key(), ALICE)
     with pytest.raises(pki.PkiError, match="asks for identity"):
-        pki.sign_csr(
+        authority.sign_csr(
             ca_key,  # type: ignore[arg-type]
             ca_cert,
             csr,
@@ -147,7 +148,7 @@ def test_sign_csr_refuses_a_csr_for_another_identity(ca: tuple[object, x509.Cert
 
 def test_serving_cert_names_ip_addresses_and_dns_names(ca: tuple[object, x509.Certificate]) -> None:
     ca_key, ca_cert = ca
-    _, cert = pki.issue_serving_cert(
+    _, cert = authority.issue_serving_cert(
         ca_key,
         ca_cert,
         ["127.0.0.1", "localhost", "::1"],
@@ -156,13 +157,13 @@ def test_serving_cert_names_ip_addresses_and_dns_names(ca: tuple[object, x509.Ce
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert pki.cert_identity(cert) is None
+    assert credentials.cert_identity(cert) is None
     cert.verify_directly_issued_by(ca_cert)
 
 
 def test_serving_cert_needs_a_host(ca: tuple[object, x509.Certificate]) -> None:
     with pytest.raises(pki.PkiError):
-        pki.issue_serving_cert(ca[0], ca[1], [], valid_for=timedelta(days=1))  # type: ignore[arg-type]
+        authority.issue_serving_cert(ca[0], ca[1], [], valid_for=timedelta(days=1))  # type: ignore[arg-type]
 
 
 def test_contexts_are_mutual_tls13_without_hostname_checks(tmp_path: Path) -> None:
@@ -183,8 +184,54 @@ def test_context_with_missing_files_raises_pki_error(tmp_path: Path) -> None:
 def test_certificate_factory_writes_files_for_an_identity(tmp_path: Path) -> None:
     factory = CertificateFactory("example.org")
     paths = factory.issue(factory.meshlet_identity("ns", "m"), tmp_path)
-    leaf = pki.load_cert(paths.cert.read_bytes())
-    assert pki.cert_identity(leaf) == "spiffe://example.org/ns/ns/meshlet/m"
-    pki.load_key(paths.key.read_bytes())
+    leaf = credentials.load_cert(paths.cert.read_bytes())
+    assert credentials.cert_identity(leaf) == "spiffe://example.org/ns/ns/meshlet/m"
+    credentials.load_key(paths.key.read_bytes())
     assert paths.ca.read_bytes() == factory.ca_pem
     assert paths.key.stat().st_mode & 0o077 == 0
+
+
+def _handshake(
+    client: ssl.SSLContext, server: ssl.SSLContext
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A TLS handshake between two contexts over memory buffers (no sockets)."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    ends = (client.wrap_bio(c_in, c_out), server.wrap_bio(s_in, s_out, server_side=True))
+    finished: set[int] = set()
+    while len(finished) < 2:
+        for index, end in enumerate(ends):
+            try:
+                end.do_handshake()
+                finished.add(index)
+            except ssl.SSLWantReadError:
+                pass
+        moved = c_out.pending + s_out.pending
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        assert moved or len(finished) == 2, "the handshake stalled"
+    return ends
+
+
+def test_peer_identity_is_the_verified_spiffe_id_of_either_side(tmp_path: Path) -> None:
+    factory = CertificateFactory()
+    node = factory.node_identity("node-b")
+    client = factory.client_context(ALICE, tmp_path / "alice")
+    server = factory.server_context(node, tmp_path / "node")
+    client_end, server_end = _handshake(client, server)
+    assert pki.peer_identity(server_end) == ALICE
+    assert pki.peer_identity(client_end) == node
+
+
+def test_peer_identity_is_none_for_a_certificate_without_spiffe_id(tmp_path: Path) -> None:
+    factory = CertificateFactory()
+    client = factory.client_context(ALICE, tmp_path)
+    key, cert = authority.issue_serving_cert(
+        factory.ca_key, factory.ca_cert, ["127.0.0.1"], valid_for=timedelta(hours=1)
+    )
+    (tmp_path / "serving.key").write_bytes(credentials.key_to_pem(key))
+    (tmp_path / "serving.crt").write_bytes(credentials.cert_to_pem(cert))
+    server = pki.mtls_server_context(
+        tmp_path / "serving.crt", tmp_path / "serving.key", tmp_path / "ca.crt"
+    )
+    client_end, _ = _handshake(client, server)
+    assert pki.peer_identity(client_end) is None

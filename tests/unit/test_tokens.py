@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshlet import pki
 from meshlet.controlplane.errors import PermissionDenied
 from meshlet.controlplane.tokens import ADMIN, NODE, Principal, hash_token, new_token
 from meshlet.cpclient import ca_pin, split_pinned_token
+from meshlet.pki import authority, credentials
 
 
 def test_tokens_are_mlt_prefixed_and_43_url_safe_characters() -> None:
@@ -46,8 +46,8 @@ def test_node_token_is_refused_on_resource_api_and_for_other_nodes() -> None:
 
 
 def test_pin_is_sha256_of_the_ca_certificate_der() -> None:
-    _key, cert = pki.create_ca("meshlet.local")
-    pem = pki.cert_to_pem(cert)
+    _key, cert = authority.create_ca("meshlet.local")
+    pem = credentials.cert_to_pem(cert)
     der = ssl.PEM_cert_to_DER_cert(pem.decode())
     assert ca_pin(pem) == "sha256:" + hashlib.sha256(der).hexdigest()
 

@@ -11,6 +11,11 @@ it when dialing for that meshlet's clients). One task per identity:
 3. writes the files (key mode 0600) and reloads them into the *same* context: new handshakes use
    the new certificate, established connections keep theirs and are never dropped.
 
+Keys and CSRs are made, and certificates read, in a short-lived child process
+(:mod:`meshlet.pki.isolated`): the agent's own process never loads ``cryptography``. The
+certificate file stays the only record of its identity and validity: it is read again (by a
+child) when the agent starts, rather than trusted from a second file that could disagree.
+
 File names: ``<state-dir>/certs/<identity path with '/' as '_'>.{crt,key}``, e.g.
 ``node_node-a.crt``, ``ns_demo_meshlet_echo.key``; the CA is ``<state-dir>/certs/ca.crt``.
 """
@@ -27,17 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from meshlet.agent.errors import CertificateError
-from meshlet.pki import (
-    PkiError,
-    cert_identity,
-    cert_not_after,
-    create_csr,
-    generate_key,
-    key_to_pem,
-    load_cert,
-    mtls_client_context,
-    mtls_server_context,
-)
+from meshlet.pki import PkiError, mtls_client_context, mtls_server_context
+from meshlet.pki.isolated import inspect_certificate, new_key_and_csr
+from meshlet.pki.protocol import CertificateInfo
 
 __all__ = ["Certificates", "Signer"]
 
@@ -48,6 +45,9 @@ Signer = Callable[[bytes, str], Awaitable[tuple[bytes, bytes]]]
 
 _RETRY_MIN = 0.5
 _RETRY_MAX = 30.0
+# Credentials children run at most this many at a time: a node hosting many meshlets would
+# otherwise start one Python per identity at once (each about 20 MB while it runs).
+_CHILDREN = 2
 
 
 class _Held:
@@ -70,6 +70,7 @@ class Certificates:
         self._held: dict[str, _Held] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
+        self._children = asyncio.Semaphore(_CHILDREN)
 
     @property
     def ca_file(self) -> Path:
@@ -123,7 +124,7 @@ class Certificates:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _keep(self, identity: str, server: bool) -> None:
-        self._load_persisted(identity, server)
+        await self._load_persisted(identity, server)
         delay = _RETRY_MIN
         while True:
             held = self._held.get(identity)
@@ -141,36 +142,40 @@ class Certificates:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, _RETRY_MAX)
 
-    def _load_persisted(self, identity: str, server: bool) -> None:
+    async def _load_persisted(self, identity: str, server: bool) -> None:
         cert_file, key_file = self._files(identity)
         if not (cert_file.exists() and key_file.exists() and self.ca_file.exists()):
             return
         try:
-            cert = load_cert(cert_file.read_bytes())
-            if cert_identity(cert) != identity or cert_not_after(cert) <= datetime.now(UTC):
+            async with self._children:
+                info = await inspect_certificate(cert_file.read_bytes())
+            if info.identity != identity or info.not_after <= datetime.now(UTC):
                 return
-            self._install(identity, server, cert_file, key_file)
+            self._install(identity, server, cert_file, key_file, info)
         except (OSError, PkiError) as exc:
             log.warning("ignoring persisted certificate for %s: %s", identity, exc)
 
     async def _obtain(self, identity: str, server: bool) -> None:
-        key = generate_key()
-        cert_pem, ca_pem = await self._signer(create_csr(key, identity), identity)
-        cert = load_cert(cert_pem)
-        if cert_identity(cert) != identity:
+        async with self._children:
+            fresh = await new_key_and_csr(identity)
+        cert_pem, ca_pem = await self._signer(fresh.csr, identity)
+        async with self._children:
+            info = await inspect_certificate(cert_pem)
+        if info.identity != identity:
             raise CertificateError(
-                f"the control plane signed {cert_identity(cert)} when asked for {identity}"
+                f"the control plane signed {info.identity} when asked for {identity}"
             )
         cert_file, key_file = self._files(identity)
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write(self.ca_file, ca_pem, 0o644)
-        _write(key_file, key_to_pem(key), 0o600)
+        _write(key_file, fresh.key, 0o600)
         _write(cert_file, cert_pem, 0o644)
-        self._install(identity, server, cert_file, key_file)
-        log.info("certificate for %s valid until %s", identity, cert_not_after(cert).isoformat())
+        self._install(identity, server, cert_file, key_file, info)
+        log.info("certificate for %s valid until %s", identity, info.not_after.isoformat())
 
-    def _install(self, identity: str, server: bool, cert_file: Path, key_file: Path) -> None:
-        cert = load_cert(cert_file.read_bytes())
+    def _install(
+        self, identity: str, server: bool, cert_file: Path, key_file: Path, info: CertificateInfo
+    ) -> None:
         held = self._held.get(identity)
         if held is None:
             make = mtls_server_context if server else mtls_client_context
@@ -181,7 +186,7 @@ class Certificates:
                 context.load_cert_chain(str(cert_file), str(key_file))
             except (OSError, ssl.SSLError) as exc:
                 raise CertificateError(f"cannot reload certificate for {identity}: {exc}") from None
-        self._held[identity] = _Held(context, cert.not_valid_before_utc, cert_not_after(cert))
+        self._held[identity] = _Held(context, info.not_before, info.not_after)
         self._changed.set()
 
 

@@ -19,6 +19,7 @@ from meshlet import pki
 from meshlet.controlplane.errors import StateDirError
 from meshlet.controlplane.files import read_file, write_file
 from meshlet.cpclient import ca_pin
+from meshlet.pki import authority, credentials
 
 __all__ = ["DEFAULT_CERT_VALIDITY", "CertificateAuthority"]
 
@@ -37,7 +38,7 @@ class CertificateAuthority:
         self._key = key
         self.cert = cert
         self.cert_validity = cert_validity
-        self.cert_pem = pki.cert_to_pem(cert)
+        self.cert_pem = credentials.cert_to_pem(cert)
         #: ``sha256:<hex>`` of the CA certificate's DER, as node tokens carry it.
         self.pin = ca_pin(self.cert_pem)
 
@@ -59,26 +60,28 @@ class CertificateAuthority:
             )
         if key_path.exists():
             try:
-                key = pki.load_key(read_file(key_path))
-                cert = pki.load_cert(read_file(cert_path))
+                key = credentials.load_key(read_file(key_path))
+                cert = credentials.load_cert(read_file(cert_path))
             except pki.PkiError as exc:
                 raise StateDirError(f"the CA in {state_dir} is unusable: {exc}") from None
         else:
-            key, cert = pki.create_ca(trust_domain)
-            write_file(key_path, pki.key_to_pem(key), mode=0o600)
-            write_file(cert_path, pki.cert_to_pem(cert), mode=0o644)
+            key, cert = authority.create_ca(trust_domain)
+            write_file(key_path, credentials.key_to_pem(key), mode=0o600)
+            write_file(cert_path, credentials.cert_to_pem(cert), mode=0o644)
         return cls(key, cert, cert_validity=cert_validity)
 
     def sign(self, csr_pem: bytes, identity: str) -> bytes:
         """Sign a CSR for exactly ``identity``; :class:`~meshlet.pki.PkiError` otherwise."""
-        return pki.sign_csr(
+        return authority.sign_csr(
             self._key, self.cert, csr_pem, identity=identity, valid_for=self.cert_validity
         )
 
     def write_serving_cert(self, state_dir: Path, hosts: list[str]) -> tuple[Path, Path]:
         """Issue the HTTPS certificate for ``hosts``; returns ``(cert file, key file)``."""
-        key, cert = pki.issue_serving_cert(self._key, self.cert, hosts, valid_for=_SERVING_VALIDITY)
+        key, cert = authority.issue_serving_cert(
+            self._key, self.cert, hosts, valid_for=_SERVING_VALIDITY
+        )
         cert_path, key_path = state_dir / "serving.crt", state_dir / "serving.key"
-        write_file(key_path, pki.key_to_pem(key), mode=0o600)
-        write_file(cert_path, pki.cert_to_pem(cert) + self.cert_pem, mode=0o644)
+        write_file(key_path, credentials.key_to_pem(key), mode=0o600)
+        write_file(cert_path, credentials.cert_to_pem(cert) + self.cert_pem, mode=0o644)
         return cert_path, key_path

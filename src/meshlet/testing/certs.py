@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from meshlet import pki
+from meshlet.pki import authority, credentials
 
 __all__ = ["CertPaths", "CertificateFactory"]
 
@@ -29,8 +30,8 @@ class CertificateFactory:
 
     def __init__(self, trust_domain: str = "meshlet.local") -> None:
         self.trust_domain = trust_domain
-        self.ca_key, self.ca_cert = pki.create_ca(trust_domain)
-        self.ca_pem = pki.cert_to_pem(self.ca_cert)
+        self.ca_key, self.ca_cert = authority.create_ca(trust_domain)
+        self.ca_pem = credentials.cert_to_pem(self.ca_cert)
 
     def meshlet_identity(self, namespace: str, meshlet: str) -> str:
         return pki.meshlet_identity(self.trust_domain, namespace, meshlet)
@@ -49,11 +50,11 @@ class CertificateFactory:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", identity.removeprefix("spiffe://"))
-        key = pki.generate_key()
-        cert_pem = pki.sign_csr(
+        key = credentials.generate_key()
+        cert_pem = authority.sign_csr(
             self.ca_key,
             self.ca_cert,
-            pki.create_csr(key, identity),
+            credentials.create_csr(key, identity),
             identity=identity,
             valid_for=valid_for,
         )
@@ -61,7 +62,7 @@ class CertificateFactory:
             directory / f"{stem}.crt", directory / f"{stem}.key", directory / "ca.crt"
         )
         paths.cert.write_bytes(cert_pem)
-        paths.key.write_bytes(pki.key_to_pem(key))
+        paths.key.write_bytes(credentials.key_to_pem(key))
         paths.key.chmod(0o600)
         paths.ca.write_bytes(self.ca_pem)
         return paths
