@@ -46,7 +46,7 @@ Signer = Callable[[bytes, str], Awaitable[tuple[bytes, bytes]]]
 _RETRY_MIN = 0.5
 _RETRY_MAX = 30.0
 # Credentials children run at most this many at a time: a node hosting many meshlets would
-# otherwise start one Python per identity at once (each about 20 MB while it runs).
+# otherwise start one Python per identity at once (each about 30 MB for its 0.1 s).
 _CHILDREN = 2
 
 
