@@ -1,9 +1,11 @@
-"""The SDK against a stand-in agent that speaks the real handshake over real Unix sockets.
+"""The SDK against a stand-in agent that speaks the real handshake over real Unix sockets, and
+its early data through real agents.
 
 The stand-in (``FakeAgent``) uses :mod:`meshlet.wire.handshake` (``RequestParser``,
 ``encode_reply``) on ``<dir>/client/meshless`` and runs its own event loop in a thread, so the
 blocking client and httpx's sync transport can be tested against it as well as asyncio.
-Servers for the server-helper tests run in the test's own event loop.
+Servers for the server-helper tests run in the test's own event loop. The early-data tests at
+the end run a control plane and two agents (``real_mesh``), where the agents decide.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ import uvicorn
 
 from meshlet import sdk
 from meshlet.sdk.errors import rejection_for
+from meshlet.testing.mesh import LocalMesh
+from meshlet.testing.servers import EchoServer
 from meshlet.wire.handshake import HandshakeError, ReplyCode, RequestParser, encode_reply
+
+from .mesh_fixtures import NS, meshlet, read_line, workload
 
 pytestmark = pytest.mark.integration
 
@@ -283,6 +289,83 @@ def test_a_missing_or_malformed_reply_is_a_protocol_violation(
     agent.replies[ECHO] = reply
     with pytest.raises(sdk.ProtocolViolation, match=detail):
         sdk.connect(ECHO, meshlet_dir=workdir)
+
+
+def test_connect_sends_early_data_with_the_request(agent: FakeAgent, workdir: Path) -> None:
+    with sdk.connect(ECHO, meshlet_dir=workdir, early_data=b"first") as sock:
+        sock.sendall(b" then more")
+        assert recv_exactly(sock, 15) == b"first then more"
+
+
+async def test_open_connection_sends_early_data_with_the_request(
+    agent: FakeAgent, workdir: Path
+) -> None:
+    reader, writer = await sdk.open_connection(ECHO, meshlet_dir=workdir, early_data=b"first")
+    writer.write(b" then more")
+    assert await reader.readexactly(15) == b"first then more"
+    writer.close()
+    await writer.wait_closed()
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.eof = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> None:
+        self.eof.set_result(None)
+
+
+async def test_create_connection_hands_the_stream_to_the_callers_protocol(
+    agent: FakeAgent, workdir: Path
+) -> None:
+    agent.greeting = b"220 hello\r\n"
+    transport, protocol = await sdk.create_connection(
+        Collect, ECHO, meshlet_dir=workdir, early_data=b"first"
+    )
+    transport.write(b" then more")
+    transport.write_eof()
+    await protocol.eof
+    assert protocol.data == b"220 hello\r\nfirst then more"
+    transport.close()
+
+
+async def test_create_connection_never_makes_the_protocol_after_a_refusal(
+    agent: FakeAgent, workdir: Path
+) -> None:
+    agent.replies[ECHO] = encode_reply(ReplyCode.NO_ENDPOINT)
+    made: list[Collect] = []
+
+    def factory() -> Collect:
+        made.append(Collect())
+        return made[-1]
+
+    with pytest.raises(sdk.NoEndpoint):
+        await sdk.create_connection(factory, ECHO, meshlet_dir=workdir, early_data=b"x")
+    assert made == []
+
+
+#: More than a Unix socket buffers: the agent refuses while the client is still sending.
+BIG_EARLY_DATA = bytes(range(256)) * (16 << 10)
+
+
+def test_a_refusal_during_a_large_early_write_still_raises_the_typed_error(
+    agent: FakeAgent, workdir: Path
+) -> None:
+    agent.replies[ECHO] = encode_reply(ReplyCode.ACCESS_DENIED)
+    with pytest.raises(sdk.AccessDenied):
+        sdk.connect(ECHO, meshlet_dir=workdir, early_data=BIG_EARLY_DATA)
+
+
+async def test_a_refusal_during_a_large_early_write_still_raises_the_typed_error_in_asyncio(
+    agent: FakeAgent, workdir: Path
+) -> None:
+    agent.replies[ECHO] = encode_reply(ReplyCode.ACCESS_DENIED)
+    with pytest.raises(sdk.AccessDenied):
+        await sdk.open_connection(ECHO, meshlet_dir=workdir, early_data=BIG_EARLY_DATA)
 
 
 # --- httpx transports ---------------------------------------------------------------------
@@ -607,3 +690,115 @@ async def test_open_connection_times_out_when_the_agent_does_not_accept(
 ) -> None:
     with pytest.raises(sdk.ConnectTimeout, match="meshless"):
         await sdk.open_connection(ECHO, meshlet_dir=stuck_agent, connect_timeout=0.1)
+
+
+# --- early data through real agents -------------------------------------------------------
+
+LIMITED = "one.limited.demo"  # maxConn 1, on node B: agent B refuses a second connection
+VAULT = "secret.vault.demo"  # served, but not declared by the client: agent A denies it
+GHOST = "ghost.nowhere.demo"  # declared by the client, served nowhere
+SERVED = {"echo": "echo", "limited": "one", "vault": "secret"}  # workload -> service, node B
+
+
+class RealMesh:
+    def __init__(self, client: Path, servers: dict[str, EchoServer]) -> None:
+        self.client = client
+        self.servers = servers
+
+    def accepted(self) -> dict[str, int]:
+        return {name: server.accepted for name, server in self.servers.items()}
+
+
+@pytest.fixture(scope="module")
+def real_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealMesh]:
+    """A control plane, agent A with the client workload, agent B with every server: the early
+    data crosses the tunnel with the stream's OPEN."""
+    with LocalMesh(tmp_path_factory.mktemp("sdkmesh")) as local:
+        local.start_control_plane()
+        local.apply(
+            [
+                meshlet("client", client=[ECHO, LIMITED, GHOST]),
+                meshlet("echo", services=[{"name": "echo"}]),
+                meshlet("limited", services=[{"name": "one", "maxConn": 1}]),
+                meshlet("vault", services=[{"name": "secret"}]),
+            ]
+        )
+        fast = {"healthInterval": "200ms"}
+        a = local.add_agent("node-a", workloads=[workload("client", "client")], extra=fast)
+        b = local.add_agent(
+            "node-b", workloads=[workload(name, name) for name in SERVED], extra=fast
+        )
+        servers = {
+            name: EchoServer(name, unix_path=b.workload_dir(f"{NS}/{name}") / "server" / service)
+            for name, service in SERVED.items()
+        }
+        for server in servers.values():
+            server.start()
+        try:
+            a.wait_for_endpoints(f"{NS}/client", ECHO, ready=1)
+            a.wait_for_endpoints(f"{NS}/client", LIMITED, ready=1)
+            yield RealMesh(a.workload_dir(f"{NS}/client"), servers)
+        finally:
+            for server in servers.values():
+                server.stop()
+
+
+def test_early_data_reaches_the_server_through_real_agents(real_mesh: RealMesh) -> None:
+    with sdk.connect(ECHO, meshlet_dir=real_mesh.client, early_data=b"first\n") as sock:
+        sock.settimeout(10)
+        assert read_line(sock) == b"echo\n"  # the server's greeting
+        assert read_line(sock) == b"first\n"  # the early data, echoed
+        sock.sendall(b"then more\n")
+        assert read_line(sock) == b"then more\n"
+
+
+async def test_early_data_reaches_the_server_through_real_agents_in_asyncio(
+    real_mesh: RealMesh,
+) -> None:
+    reader, writer = await sdk.open_connection(
+        ECHO, meshlet_dir=real_mesh.client, early_data=b"first\n"
+    )
+    async with asyncio.timeout(10):
+        assert await reader.readline() == b"echo\n"
+        assert await reader.readline() == b"first\n"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def try_with_early_data(kind: str, client: Path, service_id: str) -> None:
+    early = b"must never arrive\n"
+    if kind == "sync":
+        sdk.connect(service_id, meshlet_dir=client, early_data=early).close()
+        return
+    _, writer = await sdk.open_connection(service_id, meshlet_dir=client, early_data=early)
+    writer.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+@pytest.mark.parametrize(
+    ("service_id", "error"), [(VAULT, sdk.AccessDenied), (GHOST, sdk.ServiceNotFound)]
+)
+async def test_after_a_refusal_the_error_is_raised_and_early_data_reaches_no_server(
+    real_mesh: RealMesh, kind: str, service_id: str, error: type[sdk.HandshakeRejected]
+) -> None:
+    before = real_mesh.accepted()
+    with pytest.raises(error):
+        await try_with_early_data(kind, real_mesh.client, service_id)
+    assert real_mesh.accepted() == before
+
+
+async def test_early_data_refused_by_the_serving_agent_reaches_no_server(
+    real_mesh: RealMesh,
+) -> None:
+    """Agent B decides CONNECTION_LIMIT after the early data crossed the tunnel with the OPEN:
+    it drops the data, and the one connection the server has carries only its own bytes."""
+    before = real_mesh.accepted()
+    with sdk.connect(LIMITED, meshlet_dir=real_mesh.client) as held:
+        held.settimeout(10)
+        assert read_line(held) == b"limited\n"
+        for kind in ("sync", "asyncio"):
+            with pytest.raises(sdk.ConnectionLimit):
+                await try_with_early_data(kind, real_mesh.client, LIMITED)
+        held.sendall(b"mine\n")
+        assert read_line(held) == b"mine\n"
+    assert real_mesh.accepted() == {**before, "limited": before["limited"] + 1}

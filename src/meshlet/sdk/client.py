@@ -7,9 +7,21 @@ bounded by ``handshake_timeout``), and raise the typed error of any code but ``O
 
 After ``OK`` the agent relays the destination's bytes, so the server's first bytes may arrive
 in the same segment as the reply. The sync client therefore never asks the kernel for more
-than the reply bytes still missing (``recv(2 - received)``), and the asyncio client uses
-``readexactly(2)``, which leaves anything after the reply buffered in the ``StreamReader``:
-no byte of the stream is ever consumed by the handshake.
+than the reply bytes still missing (``recv(2 - received)``), and the asyncio client
+(:mod:`meshlet.sdk.handover`) passes what follows the reply to the caller's protocol: no byte
+of the stream is ever consumed by the handshake.
+
+**Early data.** ``early_data`` is written right behind the request, in the same write, instead
+of after the reply: the handshake protocol lets a client send its first payload without
+waiting, and the agent forwards it to the destination after ``OK`` (with the tunnel OPEN, so
+it saves a round trip through the agent) and discards it after any other code. So:
+
+- after ``OK`` the destination receives the early data first, before anything written later;
+- after a refusal (:class:`~meshlet.sdk.errors.HandshakeRejected`) none of it reached the
+  destination; the caller still holds the bytes and may retry or fall back;
+- after :class:`~meshlet.sdk.errors.HandshakeTimeout` or
+  :class:`~meshlet.sdk.errors.ProtocolViolation` it is unknown: the agent may have forwarded
+  them before the connection broke, as with any request whose answer was lost.
 
 An invalid service ID raises :class:`~meshlet.sdk.errors.BadRequest` before any connection is
 made.
@@ -18,9 +30,12 @@ made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from meshlet.sdk.errors import (
     AgentUnavailable,
@@ -30,10 +45,18 @@ from meshlet.sdk.errors import (
     ProtocolViolation,
     rejection_for,
 )
+from meshlet.sdk.handover import HandshakeProtocol
 from meshlet.sdk.paths import client_socket_path
 from meshlet.wire.handshake import HandshakeError, ReplyCode, ReplyParser, encode_request
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_HANDSHAKE_TIMEOUT", "connect", "open_connection"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "connect",
+    "create_connection",
+    "encode_handshake",
+    "open_connection",
+]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -42,6 +65,8 @@ _REPLY_SIZE = 2
 # of waiting; retry at this pace until connect_timeout, which is what a blocking connect does.
 _BACKLOG_RETRY_DELAY = 0.01
 
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
 
 def connect(
     service_id: str,
@@ -49,6 +74,7 @@ def connect(
     meshlet_dir: str | os.PathLike[str] | None = None,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    early_data: bytes = b"",
 ) -> socket.socket:
     """A blocking socket connected to ``service_id`` through the node agent.
 
@@ -56,36 +82,86 @@ def connect(
     service ID (before connecting), ``AgentUnavailable``, ``ConnectTimeout``,
     ``HandshakeTimeout``, ``ProtocolViolation``, or a ``HandshakeRejected`` subclass carrying
     the agent's reply code. The returned socket has no timeout set; the caller owns it.
+
+    ``early_data`` is sent with the request, before the reply (see the module docstring: after
+    a ``HandshakeRejected`` none of it was delivered). Sending it counts against
+    ``handshake_timeout``.
     """
-    request = _encode_request(service_id)
+    first_write = encode_handshake(service_id, early_data)
     path = str(client_socket_path(meshlet_dir))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         _connect_unix(sock, path, connect_timeout)
         deadline = time.monotonic() + handshake_timeout
-        parser = ReplyParser()
-        received = 0
-        code: ReplyCode | None = None
         try:
             sock.settimeout(handshake_timeout)
-            sock.sendall(request)
-            while code is None:
-                sock.settimeout(max(deadline - time.monotonic(), 0.0))
-                data = sock.recv(_REPLY_SIZE - received)
-                if not data:
-                    raise ProtocolViolation(service_id, "the agent closed the connection")
-                received += len(data)
-                code = _feed(parser, data, service_id)
+            # The agent may answer and close while early data is still going out (a refusal):
+            # the reply waiting in the socket then says why.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(first_write)
+            code = _receive_reply(sock, service_id, deadline)
         except TimeoutError:
             raise HandshakeTimeout(service_id, handshake_timeout) from None
         except OSError as exc:
             raise ProtocolViolation(service_id, f"connection lost: {exc}") from exc
-        _raise_unless_ok(code, service_id)
+        if code is not ReplyCode.OK:
+            raise rejection_for(code)(code, service_id)
         sock.settimeout(None)
         return sock
     except BaseException:
         sock.close()
         raise
+
+
+async def create_connection(
+    protocol_factory: Callable[[], P],
+    service_id: str,
+    *,
+    meshlet_dir: str | os.PathLike[str] | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    early_data: bytes = b"",
+) -> tuple[asyncio.Transport, P]:
+    """``(transport, protocol)`` connected to ``service_id``, like ``loop.create_connection``.
+
+    ``protocol_factory()`` is called once the agent answered ``OK``, never after a refusal; its
+    protocol (an ``asyncio.Protocol`` or ``BufferedProtocol``) gets ``connection_made`` and then
+    every byte of the stream, including any the server sent with the reply. Same errors as
+    :func:`connect`, and ``early_data`` likewise. Cancelling the call closes the half-made
+    connection.
+    """
+    first_write = encode_handshake(service_id, early_data)
+    path = str(client_socket_path(meshlet_dir))
+    handshake = HandshakeProtocol(
+        service_id,
+        first_write,
+        len(first_write) - len(early_data),
+        protocol_factory,
+        handshake_timeout,
+    )
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        async with asyncio.timeout(connect_timeout):
+            # Not asyncio's own connect: on EAGAIN it waits for writability, which a Unix
+            # socket reports at once, and then hands out a socket that is not connected.
+            while not _try_connect(sock, path):
+                await asyncio.sleep(_BACKLOG_RETRY_DELAY)
+        handshake.send_first(sock)
+        transport, _ = await loop.create_unix_connection(lambda: handshake, sock=sock)
+    except TimeoutError:
+        sock.close()
+        raise ConnectTimeout(path, connect_timeout) from None
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        protocol = await handshake.done
+    except BaseException:
+        transport.close()
+        raise
+    return transport, protocol
 
 
 async def open_connection(
@@ -95,53 +171,38 @@ async def open_connection(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     limit: int = 2**16,
+    early_data: bytes = b"",
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """``(reader, writer)`` connected to ``service_id`` through the node agent.
 
-    Same errors as :func:`connect`. ``limit`` is the ``StreamReader`` buffer limit, as in
-    :func:`asyncio.open_unix_connection`. Cancelling the call closes the half-made connection.
+    Same errors as :func:`connect`, and ``early_data`` likewise. ``limit`` is the
+    ``StreamReader`` buffer limit, as in :func:`asyncio.open_unix_connection`. Cancelling the
+    call closes the half-made connection.
     """
-    request = _encode_request(service_id)
-    path = str(client_socket_path(meshlet_dir))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        async with asyncio.timeout(connect_timeout):
-            # Not asyncio's own connect: on EAGAIN it waits for writability, which a Unix
-            # socket reports at once, and then hands out a socket that is not connected.
-            while not _try_connect(sock, path):
-                await asyncio.sleep(_BACKLOG_RETRY_DELAY)
-            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=limit)
-    except TimeoutError:
-        sock.close()
-        raise ConnectTimeout(path, connect_timeout) from None
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        try:
-            async with asyncio.timeout(handshake_timeout):
-                writer.write(request)
-                data = await reader.readexactly(_REPLY_SIZE)
-        except TimeoutError:
-            raise HandshakeTimeout(service_id, handshake_timeout) from None
-        except asyncio.IncompleteReadError:
-            raise ProtocolViolation(service_id, "the agent closed the connection") from None
-        except OSError as exc:
-            raise ProtocolViolation(service_id, f"connection lost: {exc}") from exc
-        code = _feed(ReplyParser(), data, service_id)
-        _raise_unless_ok(code, service_id)
-    except BaseException:
-        writer.close()
-        raise
-    return reader, writer
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    # What asyncio.open_unix_connection builds, on the transport create_connection hands over.
+    transport, protocol = await create_connection(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+        service_id,
+        meshlet_dir=meshlet_dir,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
+        early_data=early_data,
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
-def _encode_request(service_id: str) -> bytes:
+def encode_handshake(service_id: str, early_data: bytes = b"") -> bytes:
+    """The client's first write: the handshake request for ``service_id``, then ``early_data``.
+
+    Raises :class:`~meshlet.sdk.errors.BadRequest` for an invalid service ID.
+    """
     try:
-        return encode_request(service_id)
+        request = encode_request(service_id)
     except HandshakeError as exc:
         raise BadRequest(exc.code, service_id, exc.detail) from None
+    return request + early_data if early_data else request
 
 
 def _connect_unix(sock: socket.socket, path: str, timeout: float) -> None:
@@ -172,15 +233,22 @@ def _try_connect(sock: socket.socket, path: str) -> bool:
     return True
 
 
-def _feed(parser: ReplyParser, data: bytes, service_id: str) -> ReplyCode | None:
-    try:
-        return parser.feed(data)
-    except HandshakeError as exc:
-        raise ProtocolViolation(service_id, exc.detail) from None
-
-
-def _raise_unless_ok(code: ReplyCode | None, service_id: str) -> None:
-    if code is None:
-        raise ProtocolViolation(service_id, "incomplete reply")
-    if code is not ReplyCode.OK:
-        raise rejection_for(code)(code, service_id)
+def _receive_reply(sock: socket.socket, service_id: str, deadline: float) -> ReplyCode:
+    """Reads the reply and nothing after it: the server's first bytes stay in the socket."""
+    parser = ReplyParser()
+    received = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        data = sock.recv(_REPLY_SIZE - received)
+        if not data:
+            raise ProtocolViolation(service_id, "the agent closed the connection")
+        received += len(data)
+        try:
+            code = parser.feed(data)
+        except HandshakeError as exc:
+            raise ProtocolViolation(service_id, exc.detail) from None
+        if code is not None:
+            return code
