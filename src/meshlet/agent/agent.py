@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from meshlet.agent import accesslog
 from meshlet.agent.admin import AdminServer
 from meshlet.agent.balancer import Balancer
 from meshlet.agent.certs import Certificates
@@ -171,6 +172,7 @@ class Agent:
         await self.admin.close()
         if self._cp is not None:
             await self._cp.aclose()
+        accesslog.flush()  # lines of connections that ended in this last loop turn
 
     async def __aenter__(self) -> Agent:
         await self.start()

@@ -17,9 +17,9 @@ endpoint, or ``null`` when none was reached. ``bytes_sent`` flows towards the se
 
 Cost: this runs for every connection on both agents, so the line is built only when the logger
 is enabled for INFO, from preformatted pieces (each string field is JSON-encoded once and kept,
-``json.dumps`` of the whole dict is several times slower), and the record is handed to the
-logger's handlers directly (``Logger.info`` would also walk the stack to find the caller, which
-the access log never shows). The metric children are cached by :class:`AgentMetrics`.
+``json.dumps`` of the whole dict is several times slower), and handed to
+:func:`meshlet.agent.accesslog.log_line`, which delivers the lines of one loop turn together.
+The metric children are cached by :class:`AgentMetrics`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ import time
 from collections.abc import Callable
 from typing import Literal, Protocol
 
+from meshlet.agent.accesslog import access_log, log_line
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.wire.handshake import ReplyCode
 
 __all__ = ["ConnectionRecord", "Direction"]
-
-access_log = logging.getLogger("meshlet.access")
 
 Direction = Literal["outbound", "inbound"]
 
@@ -128,14 +127,9 @@ class ConnectionRecord:
                 f'"bytes_sent": {sent}, "bytes_received": {received}, '
                 f'"duration_s": {round(time.monotonic() - self.started, 6)!r}}}'
             )
-            access_log.handle(
-                access_log.makeRecord(_LOGGER_NAME, logging.INFO, _FN, 0, line, (), None)
-            )
+            log_line(line)
 
 
-_LOGGER_NAME = access_log.name
-#: What the record names as its source file (``Logger.info`` would look it up on the stack).
-_FN = __file__
 #: ``"code": 0, "reply": "OK"`` for every reply code.
 _CODE_FIELDS = {code: f'"code": {int(code)}, "reply": "{code.name}"' for code in ReplyCode}
 #: JSON encodings of the strings seen (sources, services, endpoints: a bounded set in practice).

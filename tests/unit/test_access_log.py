@@ -1,0 +1,126 @@
+"""The access log's delivery: every line reaches the configured handlers, in order, batched."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from meshlet.agent import accesslog
+from meshlet.agent.connections import ConnectionRecord
+from meshlet.agent.metrics import AgentMetrics
+from meshlet.wire.handshake import ReplyCode
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+class _Collecting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def access() -> Iterator[logging.Logger]:
+    """``meshlet.access`` at INFO with no handlers of its own and no propagation."""
+    logger = accesslog.access_log
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.handlers.clear()
+    try:
+        yield logger
+    finally:
+        accesslog.flush()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers[:] = saved[2]
+
+
+def _end_connection(metrics: AgentMetrics, source: str) -> None:
+    record = ConnectionRecord(metrics, "outbound", source)
+    record.service = "echo.echo.demo"
+    record.replied(ReplyCode.SERVICE_NOT_FOUND)
+
+
+async def test_lines_of_one_loop_turn_reach_a_stream_handler_in_one_write_in_order(
+    access: logging.Logger,
+) -> None:
+    stream = _CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    access.addHandler(handler)
+    metrics = AgentMetrics()
+    for n in range(5):
+        _end_connection(metrics, f"demo/client-{n}")
+    assert stream.getvalue() == "", "delivered at the end of the loop turn"
+    await asyncio.sleep(0)
+    lines = stream.getvalue().splitlines()
+    assert stream.writes == 1
+    assert [json.loads(line.split(" meshlet.access ", 1)[1])["source"] for line in lines] == [
+        f"demo/client-{n}" for n in range(5)
+    ]
+    assert all(" INFO meshlet.access {" in line for line in lines)
+
+
+async def test_other_handlers_get_one_record_per_line_and_levels_are_honoured(
+    access: logging.Logger,
+) -> None:
+    collecting = _Collecting()
+    quiet = _Collecting()
+    quiet.setLevel(logging.WARNING)
+    access.addHandler(collecting)
+    access.addHandler(quiet)
+    metrics = AgentMetrics()
+    _end_connection(metrics, "demo/a")
+    _end_connection(metrics, "demo/b")
+    await asyncio.sleep(0)
+    sources = [json.loads(r.getMessage())["source"] for r in collecting.records]
+    assert sources == ["demo/a", "demo/b"]
+    assert all(r.name == "meshlet.access" and r.levelno == logging.INFO for r in collecting.records)
+    assert quiet.records == []
+
+
+async def test_flush_delivers_pending_lines_at_once(access: logging.Logger) -> None:
+    """What Agent.stop does last: no line of a finished connection waits for another turn."""
+    collecting = _Collecting()
+    access.addHandler(collecting)
+    _end_connection(AgentMetrics(), "demo/last")
+    accesslog.flush()
+    assert [json.loads(r.getMessage())["source"] for r in collecting.records] == ["demo/last"]
+
+
+def test_outside_a_running_loop_a_line_is_delivered_at_once(access: logging.Logger) -> None:
+    collecting = _Collecting()
+    access.addHandler(collecting)
+    _end_connection(AgentMetrics(), "demo/sync")
+    assert len(collecting.records) == 1
+
+
+async def test_propagation_reaches_the_parent_loggers_handlers(access: logging.Logger) -> None:
+    parent = _Collecting()
+    logging.getLogger("meshlet").addHandler(parent)
+    access.propagate = True
+    try:
+        _end_connection(AgentMetrics(), "demo/up")
+        await asyncio.sleep(0)
+    finally:
+        logging.getLogger("meshlet").removeHandler(parent)
+    assert [json.loads(r.getMessage())["source"] for r in parent.records] == ["demo/up"]
