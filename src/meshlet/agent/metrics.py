@@ -1,10 +1,10 @@
 """Prometheus metrics of one agent (a registry per agent, so several can share a process).
 
 Everything is counted once per connection (when it is answered and when it closes), never per
-chunk of data: the data path pays nothing for metrics. The labelled children a connection
-updates are looked up once per label set and kept (:meth:`AgentMetrics.opened_for`,
-:meth:`AgentMetrics.service_for`, :meth:`AgentMetrics.active_for`): prometheus-client's
-``.labels(...)`` costs several microseconds a call, a dict lookup a fraction of one.
+chunk of data: the data path pays nothing for metrics. The samples a connection updates are
+looked up once per label set and kept (:meth:`AgentMetrics.opened_for`,
+:meth:`AgentMetrics.service_for`, :meth:`AgentMetrics.active_for`), so a connection costs a
+dict lookup per metric rather than building a label tuple and checking its length.
 
 ``direction`` is ``outbound`` for connections from local clients (client socket or upstream
 TCP listener) and ``inbound`` for streams arriving through the tunnel. ``service`` is the
@@ -15,19 +15,18 @@ client sending random service IDs cannot grow the label set without bound.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from meshlet.agent.prometheus import Counter, Gauge, Registry
 
 __all__ = ["AgentMetrics", "ServiceCounters"]
 
 
 class ServiceCounters:
-    """The children of one (direction, service) label set updated when a connection closes."""
+    """The counters of one (direction, service) label set updated when a connection closes."""
 
     __slots__ = ("bytes_received", "bytes_sent", "closed")
 
-    def __init__(self, closed: Any, bytes_sent: Any, bytes_received: Any) -> None:
+    def __init__(self, closed: Counter, bytes_sent: Counter, bytes_received: Counter) -> None:
         self.closed = closed
         self.bytes_sent = bytes_sent
         self.bytes_received = bytes_received
@@ -35,68 +34,59 @@ class ServiceCounters:
 
 class AgentMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = Registry()
         r = self.registry
-        self.opened = Counter(
-            "meshlet_agent_connections_opened",
+        self.opened = r.counter(
+            "meshlet_agent_connections_opened_total",
             "Connections answered, by reply code (0 = OK).",
             ["direction", "service", "code"],
-            registry=r,
         )
-        self.closed = Counter(
-            "meshlet_agent_connections_closed",
+        self.closed = r.counter(
+            "meshlet_agent_connections_closed_total",
             "Established connections that ended.",
             ["direction", "service"],
-            registry=r,
         )
-        self.bytes_sent = Counter(
-            "meshlet_agent_bytes_sent",
+        self.bytes_sent = r.counter(
+            "meshlet_agent_bytes_sent_total",
             "Bytes relayed towards the destination service.",
             ["direction", "service"],
-            registry=r,
         )
-        self.bytes_received = Counter(
-            "meshlet_agent_bytes_received",
+        self.bytes_received = r.counter(
+            "meshlet_agent_bytes_received_total",
             "Bytes relayed from the destination service back to the client.",
             ["direction", "service"],
-            registry=r,
         )
-        self.active = Gauge(
+        self.active = r.gauge(
             "meshlet_agent_active_connections",
             "Established connections being relayed now.",
             ["direction"],
-            registry=r,
         )
-        self.handshakes_dropped = Counter(
-            "meshlet_agent_handshakes_dropped",
+        self.handshakes_dropped = r.counter(
+            "meshlet_agent_handshakes_dropped_total",
             "Client connections closed before a complete request (reason: limit or timeout).",
             ["reason"],
-            registry=r,
         )
-        self.config_generation = Gauge(
+        self.config_generation = r.gauge(
             "meshlet_agent_config_generation",
             "Generation of the node config in use (-1 before the first one).",
-            registry=r,
-        )
+        ).labels()
         self.config_generation.set(-1)
-        self._tunnel_connections = Gauge(
+        self._tunnel_connections = r.gauge(
             "meshlet_agent_tunnel_connections",
             "Outgoing mTLS tunnel connections open now.",
-            registry=r,
-        )
-        self._tunnel_streams = Gauge(
+        ).labels()
+        self._tunnel_streams = r.gauge(
             "meshlet_agent_tunnel_active_streams",
             "Streams open on outgoing tunnel connections now.",
-            registry=r,
-        )
+        ).labels()
 
-        # Children by label values; the label sets are bounded (see the module doc).
-        self._opened: dict[tuple[str, str, int], Any] = {}
+        # Samples by label values; the label sets are bounded (see the module doc).
+        self._opened: dict[tuple[str, str, int], Counter] = {}
         self._services: dict[tuple[str, str], ServiceCounters] = {}
-        self._active: dict[str, Any] = {}
+        self._active: dict[str, Gauge] = {}
 
-    def opened_for(self, direction: str, service: str, code: int) -> Any:
-        """``connections_opened{direction, service, code}``'s child."""
+    def opened_for(self, direction: str, service: str, code: int) -> Counter:
+        """``connections_opened{direction, service, code}``'s counter."""
         key = (direction, service, code)
         child = self._opened.get(key)
         if child is None:
@@ -104,7 +94,7 @@ class AgentMetrics:
         return child
 
     def service_for(self, direction: str, service: str) -> ServiceCounters:
-        """The closed and byte counters' children of ``(direction, service)``."""
+        """The closed and byte counters of ``(direction, service)``."""
         key = (direction, service)
         counters = self._services.get(key)
         if counters is None:
@@ -115,8 +105,8 @@ class AgentMetrics:
             )
         return counters
 
-    def active_for(self, direction: str) -> Any:
-        """``active_connections{direction}``'s child."""
+    def active_for(self, direction: str) -> Gauge:
+        """``active_connections{direction}``'s gauge."""
         child = self._active.get(direction)
         if child is None:
             child = self._active[direction] = self.active.labels(direction)
@@ -128,4 +118,5 @@ class AgentMetrics:
         self._tunnel_streams.set_function(streams)
 
     def exposition(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        """The Prometheus text exposition (format 0.0.4) of every metric."""
+        return self.registry.render()
