@@ -1,9 +1,10 @@
 """Connect to a service through the node agent: one call, a connected stream back.
 
 Theory of operation: connect to the workload's ``client/meshless`` socket (bounded by
-``connect_timeout``), send the request built by :func:`meshlet.wire.handshake.encode_request`,
-read the two reply bytes into a :class:`~meshlet.wire.handshake.ReplyParser` (the whole reply
-bounded by ``handshake_timeout``), and raise the typed error of any code but ``OK``.
+``connect_timeout``), send the request built by :func:`encode_handshake` (the seed's bytes,
+then any early data), read the two reply bytes into a
+:class:`~meshlet.wire.handshake.ReplyParser` (the whole reply bounded by
+``handshake_timeout``), and raise the typed error of any code but ``OK``.
 
 After ``OK`` the agent relays the destination's bytes, so the server's first bytes may arrive
 in the same segment as the reply. The sync client therefore never asks the kernel for more
@@ -12,9 +13,9 @@ than the reply bytes still missing (``recv(2 - received)``), and the asyncio cli
 of the stream is ever consumed by the handshake.
 
 **Early data.** ``early_data`` is written right behind the request, in the same write, instead
-of after the reply: the handshake protocol lets a client send its first payload without
-waiting, and the agent forwards it to the destination after ``OK`` (with the tunnel OPEN, so
-it saves a round trip through the agent) and discards it after any other code. So:
+of after the reply: the client handshake (``docs/protocol.md``) lets a client send its first
+payload without waiting, and the agent forwards it to the destination after ``OK`` (with the
+tunnel OPEN, which saves a round trip through the agent) and discards it after any other code:
 
 - after ``OK`` the destination receives the early data first, before anything written later;
 - after a refusal (:class:`~meshlet.sdk.errors.HandshakeRejected`) none of it reached the
