@@ -18,6 +18,7 @@ from meshlet.agent.tunnel import (
     EarlyData,
     MuxStream,
     OpenRequest,
+    OpenResult,
     TunnelError,
     TunnelPool,
     TunnelServer,
@@ -542,6 +543,84 @@ async def test_no_reply_in_time_on_an_established_connection_raises_tunnel_timeo
         code, _ = await open_peer(pool, server)
         assert code is ReplyCode.OK
         assert pool.connections == 1
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+def open_now(
+    pool: TunnelPool, server: TunnelServer, protocol: asyncio.Protocol, timeout: float = 10
+) -> tuple[bool, asyncio.Future[OpenResult]]:
+    """``pool.open_now`` with its callback's result in a future."""
+    result: asyncio.Future[OpenResult] = asyncio.get_running_loop().create_future()
+    started = pool.open_now(
+        source_identity=CLIENT,
+        peer_identity=NODE,
+        address="127.0.0.1",
+        port=server.port,
+        request=REQUEST,
+        protocol=protocol,
+        timeout=timeout,
+        early=None,
+        on_reply=result.set_result,
+    )
+    return started, result
+
+
+@on_uvloop
+async def test_open_now_uses_an_open_connection_and_calls_back_with_the_protocol_connected(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        started, _ = open_now(pool, server, Peer())
+        assert not started, "no connection yet: the caller must dial with open_stream"
+        code, _ = await open_peer(pool, server)
+        assert code is ReplyCode.OK
+        peer = Peer()
+        started, result = open_now(pool, server, peer)
+        assert started
+        assert await result is ReplyCode.OK
+        assert peer.made.done(), "connected before the callback ran"
+        stream = await peer.made
+        stream.write(b"fast")
+        assert await peer.read(4) == b"fast"
+        assert pool.connections == 1
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_open_now_reports_a_refusal_code_and_a_missed_deadline(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    answers: list[ReplyCode | None] = [ReplyCode.OK, ReplyCode.CONNECTION_LIMIT, None]
+    release = asyncio.Event()
+
+    async def scripted(identity: str, request: OpenRequest) -> tuple[ReplyCode, Peer | None]:
+        code = answers.pop(0)
+        if code is None:
+            await release.wait()
+            return ReplyCode.OK, Peer()
+        return code, Peer(echo=True) if code is ReplyCode.OK else None
+
+    server = TunnelServer(server_ctx, scripted)
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    try:
+        assert (await open_peer(pool, server))[0] is ReplyCode.OK
+        peer = Peer()
+        started, result = open_now(pool, server, peer)
+        assert started and await result is ReplyCode.CONNECTION_LIMIT
+        assert not peer.made.done()
+        started, result = open_now(pool, server, Peer(), timeout=0.3)
+        assert started and isinstance(await result, TunnelTimeout)
+        release.set()
     finally:
         await pool.close()
         await server.close(1)

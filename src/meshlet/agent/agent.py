@@ -159,7 +159,7 @@ class Agent:
                 client_socket_path(self.run_dir, workload).unlink()
         self._client_servers.clear()
         self._upstream_servers.clear()
-        tasks = [*self._tasks, *self.clients.tasks]
+        tasks = [*self._tasks, *self.connector.tasks]
         if self._tunnel_task is not None:
             tasks.append(self._tunnel_task)
         for task in tasks:

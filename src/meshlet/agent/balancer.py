@@ -48,12 +48,21 @@ class Balancer:
     def __init__(self) -> None:
         self._services: dict[str, _ServiceState] = {}
 
-    def pick(self, route: Route, exclude: Collection[tuple[str, str]] = ()) -> Endpoint | None:
+    def pick(
+        self,
+        route: Route,
+        exclude: Collection[tuple[str, str]] = (),
+        *,
+        ready: Sequence[Endpoint] | None = None,
+    ) -> Endpoint | None:
         """The endpoint for the next connection to ``route``, or ``None`` when none is eligible.
 
         ``exclude`` holds :func:`endpoint_key` values of endpoints not to choose (already tried).
+        ``ready`` is ``route.ready_endpoints`` when the caller keeps it at hand (reading that
+        pydantic private attribute was ~3% of the dialing agent's CPU per connection).
         """
-        ready = route.ready_endpoints
+        if ready is None:
+            ready = route.ready_endpoints
         if exclude:
             candidates: Sequence[Endpoint] = [e for e in ready if endpoint_key(e) not in exclude]
         else:

@@ -16,8 +16,9 @@ bytes are discarded.
 Protection against bad clients: a client that has not sent its whole request within the
 handshake timeout is closed; at most ``maxPendingHandshakes`` connections may be in their
 handshake at once, and past that a new connection is closed at once without a reply (answering
-would cost the same as serving it). Establishing runs in its own task, so a slow destination
-never blocks other clients.
+would cost the same as serving it). Establishing never blocks: it starts one loop turn after the
+request is complete (so that the bytes the client sent right behind it ride with the tunnel
+OPEN) and ends in a callback (:meth:`~meshlet.agent.outbound.Connector.establish_then`).
 
 An upstream listener (``upstreams`` in ``agent.yaml``) binds a TCP port for one (workload,
 service ID) pair: each accepted connection is established as if that workload's client had sent
@@ -28,21 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import cast
 
 from meshlet.agent.connections import ConnectionRecord
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.agent.outbound import Connector, Outcome
 from meshlet.agent.tunnel import EarlyData
-from meshlet.wire.handshake import HandshakeError, ReplyCode, RequestParser, encode_reply
+from meshlet.wire.handshake import HandshakeError, RequestParser, encode_reply
 
 __all__ = ["ClientContext", "HandshakeProtocol", "UpstreamProtocol"]
-
-log = logging.getLogger("meshlet.agent")
 
 #: Bytes held from a client while its connection is established before its reading pauses.
 _EARLY_LIMIT = 256 * 1024
@@ -57,13 +54,6 @@ class ClientContext:
     handshake_timeout: float
     max_pending: int
     pending: int = 0
-    #: Establishing tasks, kept so they are not garbage collected and can be cancelled on stop.
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
 
 #: Send buffer of accepted client-socket connections (see HandshakeProtocol.connection_made).
@@ -71,7 +61,7 @@ _CLIENT_SEND_BUFFER = 1 << 20
 
 
 class _Establishing(asyncio.Protocol):
-    """Common part: establish in a task, then hand the transport to the relay."""
+    """Common part: establish, then hand the transport to the relay."""
 
     #: Whether the client speaks the handshake and so expects a reply code.
     replies = True
@@ -84,12 +74,17 @@ class _Establishing(asyncio.Protocol):
         self._early = bytearray()
         self._eof = False  # the client half-closed while being established
         self._gone = False
+        self._service_id = ""
+        self._sent_early: EarlyData | None = None
 
     def _start(self, service_id: str) -> None:
         assert self._transport is not None
         if len(self._early) > _EARLY_LIMIT:
             self._transport.pause_reading()
-        self._ctx.spawn(self._establish(service_id))
+        self._service_id = service_id
+        # One turn later, as a task's first step would: what the client sent right behind its
+        # request (or right after connecting, on an upstream port) is read by then.
+        asyncio.get_running_loop().call_soon(self._establish)
 
     def _hold(self, data: bytes) -> None:
         """Bytes that arrived while establishing: delivered after ``OK``."""
@@ -97,18 +92,22 @@ class _Establishing(asyncio.Protocol):
         if len(self._early) > _EARLY_LIMIT and self._transport is not None:
             self._transport.pause_reading()
 
-    async def _establish(self, service_id: str) -> None:
+    def _establish(self) -> None:
+        if self._gone:
+            self._record.service = self._service_id
+            self._record.abandon()
+            return
+        # What the client sent so far goes with a tunnel OPEN (when the peer takes early data).
+        early = self._sent_early = EarlyData(bytes(self._early), self._eof)
+        self._ctx.connector.establish_then(
+            self._workload, self._service_id, self._record, early, self._established
+        )
+
+    def _established(self, outcome: Outcome) -> None:
         transport = self._transport
         assert transport is not None
-        # What the client sent so far goes with a tunnel OPEN (when the peer takes early data).
-        early = EarlyData(bytes(self._early), self._eof)
-        try:
-            outcome = await self._ctx.connector.establish(
-                self._workload, service_id, self._record, early
-            )
-        except Exception:
-            log.exception("establishing %s for %s failed", service_id, self._workload)
-            outcome = Outcome(ReplyCode.GENERAL_FAILURE)
+        early = self._sent_early
+        assert early is not None
         if self._gone:
             if outcome.relay is not None:
                 outcome.relay.close()

@@ -59,7 +59,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from meshlet.agent.sockopts import set_nodelay
 from meshlet.pki import peer_identity as tls_peer_identity
@@ -88,6 +88,7 @@ __all__ = [
     "MuxStream",
     "OnOpen",
     "OpenRequest",
+    "OpenResult",
     "TunnelConnection",
     "TunnelError",
     "TunnelPool",
@@ -130,6 +131,21 @@ class TunnelTimeout(TunnelError):
 
 class _Refused(Exception):
     """The peer refused a stream without processing it (RESET(REFUSED)): retry elsewhere."""
+
+
+class _ReplyWaiter(Protocol):
+    """What waits for an OPEN's reply: an ``asyncio.Future`` or a :class:`_ReplyCallback`."""
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def set_result(self, result: ReplyCode, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+#: What :meth:`TunnelPool.open_now` hands its callback: the peer's reply code; a
+#: :class:`TunnelError` (:class:`TunnelTimeout`: no reply in time); or ``None`` when a closing
+#: connection refused the stream (nothing was processed: retry with ``open_stream``).
+OpenResult = ReplyCode | TunnelError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,9 +424,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self._on_lost = on_lost
         self._idle_close = idle_close
         self._streams: dict[int, MuxStream] = {}
-        self._opening: dict[
-            int, tuple[asyncio.Future[ReplyCode], asyncio.Protocol, OpenRequest, bool]
-        ] = {}
+        self._opening: dict[int, tuple[_ReplyWaiter, asyncio.Protocol, OpenRequest, bool]] = {}
         self._accepting: dict[int, asyncio.Task[None]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -516,6 +530,17 @@ class TunnelConnection(asyncio.BufferedProtocol):
 
         ``early`` goes out right behind the OPEN when the peer speaks version 2 (``early.sent``
         tells whether it did)."""
+        future: asyncio.Future[ReplyCode] = self.loop.create_future()
+        return self.open_for(request, protocol, early, future), future
+
+    def open_for(
+        self,
+        request: OpenRequest,
+        protocol: asyncio.Protocol,
+        early: EarlyData | None,
+        waiter: _ReplyWaiter,
+    ) -> int:
+        """:meth:`open` with the reply going to ``waiter``; returns the stream id."""
         session = self.session
         stream_id = session.open_stream(request)
         eof_sent = False
@@ -527,13 +552,12 @@ class TunnelConnection(asyncio.BufferedProtocol):
                 if early.eof:
                     session.close_stream(stream_id)
                     eof_sent = True
-        future: asyncio.Future[ReplyCode] = self.loop.create_future()
-        self._opening[stream_id] = (future, protocol, request, eof_sent)
+        self._opening[stream_id] = (waiter, protocol, request, eof_sent)
         self._idle_since = None
         self.schedule_flush()
-        return stream_id, future
+        return stream_id
 
-    def cancel_open(self, stream_id: int, future: asyncio.Future[ReplyCode]) -> None:
+    def cancel_open(self, stream_id: int, future: _ReplyWaiter) -> None:
         """The opener gave up: reset the stream, or abort it if it was connected meanwhile."""
         self._opening.pop(stream_id, None)
         stream = self._streams.get(stream_id)
@@ -907,6 +931,39 @@ class TunnelPool:
                 f"no reply from the tunnel at {address}:{port} within {asked}s"
             ) from None
 
+    def open_now(
+        self,
+        *,
+        source_identity: str,
+        peer_identity: str,
+        address: str,
+        port: int,
+        request: OpenRequest,
+        protocol: asyncio.Protocol,
+        timeout: float,
+        early: EarlyData | None,
+        on_reply: Callable[[OpenResult], None],
+    ) -> bool:
+        """:meth:`open_stream` without a task, when a pooled connection takes the stream now.
+
+        Returns False, having done nothing, when no connection is ready (the caller uses
+        :meth:`open_stream`, which dials). Otherwise OPEN is queued and ``on_reply`` is called
+        once, from the reply's dispatch (the same loop turn the reply arrives in, where an
+        awaiting task would resume one turn later), with an :data:`OpenResult`. Raises
+        :class:`TunnelError` when the pooled connection is not ``peer_identity``.
+        """
+        if self._closed:
+            return False
+        connection = self._ready_connection((source_identity, address, port), peer_identity)
+        if connection is None:
+            return False
+        waiter = _ReplyCallback(connection, on_reply, f"{address}:{port}", timeout)
+        stream_id = connection.open_for(request, protocol, early, waiter)
+        waiter.timer = connection.loop.call_later(
+            timeout, _expire_open, connection, stream_id, waiter
+        )
+        return True
+
     async def _open_on(
         self,
         connection: TunnelConnection,
@@ -1025,9 +1082,59 @@ class _OpenExpired(Exception):
     """The deadline of an open on the pool's fast path passed before the reply."""
 
 
-def _expire_open(
-    connection: TunnelConnection, stream_id: int, future: asyncio.Future[ReplyCode]
-) -> None:
+class _ReplyCallback:
+    """The waiter of :meth:`TunnelPool.open_now`: hands the outcome to a plain callback at once."""
+
+    __slots__ = ("_callback", "_connection", "_done", "_peer", "_timeout", "timer")
+
+    def __init__(
+        self,
+        connection: TunnelConnection,
+        callback: Callable[[OpenResult], None],
+        peer: str,
+        timeout: float,
+    ) -> None:
+        self._connection = connection
+        self._callback = callback
+        self._peer = peer
+        self._timeout = timeout
+        self._done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, result: ReplyCode, /) -> None:
+        self._finish(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if isinstance(exception, _Refused):
+            self._connection.go_away()  # it is closing: the retry uses (or dials) another
+            self._finish(None)
+        elif isinstance(exception, _OpenExpired):
+            self._finish(
+                TunnelTimeout(f"no reply from the tunnel at {self._peer} within {self._timeout}s")
+            )
+        elif isinstance(exception, TunnelError):
+            self._finish(exception)
+        else:
+            self._finish(TunnelError(f"opening a stream to {self._peer} failed: {exception!r}"))
+
+    def _finish(self, result: OpenResult) -> None:
+        self._done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            self._callback(result)
+        except Exception:
+            # It runs inside the connection's dispatch: other streams' events must go on.
+            log.exception("the callback of a stream open to %s failed", self._peer)
+
+
+def _expire_open(connection: TunnelConnection, stream_id: int, future: _ReplyWaiter) -> None:
     """Deadline of a fast-path open: abandon the stream (RESET) and fail the opener."""
     if not future.done():
         connection.cancel_open(stream_id, future)
