@@ -314,3 +314,19 @@ def test_cached_open_payload_still_rejects_bad_requests_every_time() -> None:
             encode_open(OpenRequest("Not.valid.id", "n/w"))
         assert info.value.code is ReplyCode.BAD_REQUEST
     assert encode_open(OpenRequest("a.b.c", "n/w")) is encode_open(OpenRequest("a.b.c", "n/w"))
+
+
+def test_decoding_the_same_open_twice_gives_equal_requests_that_share_no_metadata() -> None:
+    payload = encode_open(OpenRequest("echo.echo.demo", "demo/echo-v1", {}))
+    first, second = decode_open(payload), decode_open(payload)
+    assert first == second == OpenRequest("echo.echo.demo", "demo/echo-v1", {})
+    first.metadata["added"] = "by the application"
+    assert decode_open(payload).metadata == {}
+
+
+def test_a_bad_open_is_refused_every_time_it_is_sent() -> None:
+    payload = bytes((1, 3)) + b"a b" + bytes((3,)) + b"x/y" + b"\0\0"  # a bad service ID
+    for _ in range(2):
+        with pytest.raises(HandshakeError) as caught:
+            decode_open(payload)
+        assert caught.value.code is ReplyCode.BAD_REQUEST

@@ -348,6 +348,27 @@ def _encode_open(service_id: str, workload_name: str, meta: dict[str, str] | Non
 
 def decode_open(payload: bytes | bytearray) -> OpenRequest:
     """Parse an OPEN payload; raises :class:`HandshakeError` with the reply code to answer."""
+    if isinstance(payload, bytes) and len(payload) <= _CACHED_OPEN_MAX and payload[-2:] == b"\0\0":
+        # Without metadata (its length is the last two bytes) the same few requests repeat:
+        # each is parsed and checked once (~1% of the accepting agent's CPU per stream). A new
+        # request object each time: its metadata dict must not be shared.
+        service_id, workload = _decode_open_cached(payload)
+        return OpenRequest(service_id, workload, {})
+    return _decode_open(payload)
+
+
+#: The largest OPEN payload whose parse is memoized (a bound on the cache's memory).
+_CACHED_OPEN_MAX = 512
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_open_cached(payload: bytes) -> tuple[str, str]:
+    # Errors raise and are not cached.
+    request = _decode_open(payload)
+    return request.service_id, request.workload
+
+
+def _decode_open(payload: bytes | bytearray) -> OpenRequest:
     if not payload:
         raise HandshakeError(ReplyCode.BAD_REQUEST, "empty open request")
     if payload[0] != OPEN_VERSION:
