@@ -21,6 +21,8 @@ from meshlet.wire.frames import (
 )
 from meshlet.wire.handshake import ReplyCode
 from meshlet.wire.mux import (
+    DEFAULT_WINDOW,
+    GRANT_EXTRA_AFTER,
     ConnectionTerminated,
     DataReceived,
     Event,
@@ -221,21 +223,82 @@ def test_close_waits_for_buffered_bytes() -> None:
     assert acceptor == [DataReceived(sid, b"y" * 10), StreamEnded(sid)]
 
 
-def test_a_larger_window_is_granted_when_the_stream_opens() -> None:
+def test_a_larger_window_opens_up_as_soon_as_data_arrives() -> None:
+    """Bulk: the whole configured window flows both ways without any acknowledgement."""
     wire = Wire(window=2 * INITIAL_WINDOW)
     sid = wire.open()
     wire.dialer.send_data(sid, b"z" * (2 * INITIAL_WINDOW))
     wire.acceptor.send_data(sid, b"z" * (2 * INITIAL_WINDOW))
     dialer, acceptor = wire.take()
     assert len(data_of(acceptor, sid)) == len(data_of(dialer, sid)) == 2 * INITIAL_WINDOW
+    assert wire.dialer.send_buffered(sid) == wire.acceptor.send_buffered(sid) == 0
+
+
+def window_updates(raw: bytes) -> list[tuple[int, int]]:
+    return [
+        (f.stream_id, f.value) for f in FrameReader().feed(raw) if f.type is FrameType.WINDOW_UPDATE
+    ]
+
+
+def test_a_small_exchange_carries_no_window_update() -> None:
+    """Request, response, close: the extra window is never needed, so never granted."""
+    dialer, acceptor = Session(client=True), Session(client=False)
+    sid = dialer.open_stream(REQUEST)
+    sent = dialer.data_to_send()
+    acceptor.receive_data(sent)
+    acceptor.reply(sid, ReplyCode.OK)
+    acceptor_sent = acceptor.data_to_send()
+    dialer.receive_data(acceptor_sent)
+    dialer.send_data(sid, b"q" * (GRANT_EXTRA_AFTER - 1))
+    dialer.close_stream(sid)
+    sent += (to_acceptor := dialer.data_to_send())
+    acceptor.receive_data(to_acceptor)
+    acceptor.send_data(sid, b"r" * (GRANT_EXTRA_AFTER - 1))
+    acceptor.close_stream(sid)
+    acceptor_sent += (to_dialer := acceptor.data_to_send())
+    dialer.receive_data(to_dialer)
+    assert window_updates(sent) == window_updates(acceptor_sent) == []
+    assert dialer.stream_count == acceptor.stream_count == 0
+
+
+def test_the_extra_window_is_granted_once_a_quarter_of_the_initial_one_arrived() -> None:
+    wire = Wire(window=DEFAULT_WINDOW)
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"a" * (GRANT_EXTRA_AFTER - 1))
+    wire.pump()
+    assert window_updates(wire.acceptor.data_to_send()) == []
+    wire.dialer.send_data(sid, b"b")
+    wire.acceptor.receive_data(wire.dialer.data_to_send())
+    assert window_updates(wire.acceptor.data_to_send()) == [(sid, DEFAULT_WINDOW - INITIAL_WINDOW)]
+
+
+def test_a_peer_that_grants_its_extra_window_at_open_interoperates() -> None:
+    """Agents of earlier releases grant the extra window right behind OPEN / OPEN_REPLY."""
+    acceptor = Session(client=False)
+    extra = DEFAULT_WINDOW - INITIAL_WINDOW
+    acceptor.receive_data(
+        encode_frame(FrameType.OPEN, 1, payload=encode_open(REQUEST))
+        + encode_frame(FrameType.WINDOW_UPDATE, 1, extra)
+    )
+    acceptor.reply(1, ReplyCode.OK)
+    assert acceptor.send_data(1, b"x" * DEFAULT_WINDOW) == 0
+    dialer = Session(client=True)
+    dialer.open_stream(REQUEST)
+    dialer.receive_data(
+        encode_frame(FrameType.OPEN_REPLY, 1, payload=bytes([1, ReplyCode.OK]))
+        + encode_frame(FrameType.WINDOW_UPDATE, 1, extra)
+    )
+    assert dialer.send_data(1, b"y" * DEFAULT_WINDOW) == 0
+    assert not dialer.terminated and not acceptor.terminated
 
 
 def test_large_writes_are_split_into_max_size_frames() -> None:
     wire = Wire(window=4 * MAX_DATA_PAYLOAD)
     sid = wire.open()
     wire.dialer.send_data(sid, b"a" * (2 * MAX_DATA_PAYLOAD + 1))
-    frames = FrameReader().feed(wire.dialer.data_to_send())
-    assert [len(f.payload) for f in frames] == [MAX_DATA_PAYLOAD, MAX_DATA_PAYLOAD, 1]
+    _, acceptor = wire.take()
+    sizes = [len(e.data) for e in acceptor if isinstance(e, DataReceived)]
+    assert sizes == [MAX_DATA_PAYLOAD, MAX_DATA_PAYLOAD, 1]
 
 
 def test_data_to_send_coalesces_frames_of_many_streams() -> None:
@@ -521,6 +584,15 @@ def test_early_data_counts_against_the_window_and_more_waits_for_it() -> None:
     _, acceptor = wire.take()  # the extra window granted on OK lets the rest follow
     assert data_of(acceptor, sid) == payload
     assert not wire.acceptor.terminated
+
+
+def test_small_early_data_gets_no_extra_window_with_ok() -> None:
+    wire = early_wire(window=DEFAULT_WINDOW)
+    sid = wire.dialer.open_stream(REQUEST)
+    wire.dialer.send_data(sid, b"GET / HTTP/1.0\r\n\r\n")
+    wire.take()
+    wire.acceptor.reply(sid, ReplyCode.OK)
+    assert window_updates(wire.acceptor.data_to_send()) == []
 
 
 def test_early_data_beyond_the_window_is_a_protocol_error() -> None:

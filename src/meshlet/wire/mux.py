@@ -22,7 +22,15 @@ receiver granted; bytes written beyond it wait in the stream's own send buffer
 never delays frames of other streams. The receiver grants the window back with WINDOW_UPDATE
 once the application *consumed* the bytes (:meth:`~Session.acknowledge`): an application that
 stops reading stops the sender after one window. A receiver configured with a larger window
-than the initial one grants the difference as soon as the stream opens.
+than the initial one grants the difference once the stream has received a quarter of the
+initial window (:data:`GRANT_EXTRA_AFTER`), on receipt, not on consumption: most streams carry
+a request and a response far smaller than that and never need it, which saves a WINDOW_UPDATE
+per stream and direction, while a bulk sender gets the extra window about one round trip after
+its first bytes, well before it could use up the initial window if it sends in smaller pieces
+(a sender that fills the whole initial window in one frame waits one round trip, once per
+stream). Granting before any acknowledgement can (the acknowledgement threshold is a quarter
+of the full window, at least that much) keeps the accounting simple: the peer only ever sees
+the initial window grow by WINDOW_UPDATEs, which is all any version of the protocol assumes.
 
 Stream life: the dialer (``client=True``) uses odd ids, the acceptor even ones, always
 increasing. ``OPEN`` → the acceptor answers ``OPEN_REPLY`` with a reply code; DATA flows only
@@ -66,6 +74,7 @@ from meshlet.wire.handshake import HandshakeError, ReplyCode
 
 __all__ = [
     "DEFAULT_WINDOW",
+    "GRANT_EXTRA_AFTER",
     "ConnectionTerminated",
     "DataReceived",
     "Event",
@@ -82,6 +91,9 @@ __all__ = [
 ]
 
 DEFAULT_WINDOW = 4 * 1024 * 1024
+#: Bytes a stream receives before its receiver grants the rest of its window (module doc).
+GRANT_EXTRA_AFTER = INITIAL_WINDOW // 4
+_GRANT_LEVEL = INITIAL_WINDOW - GRANT_EXTRA_AFTER
 _MAX_WINDOW = 2**31 - 1
 _MAX_STREAM_ID = 2**32 - 1
 _DATA = FrameType.DATA
@@ -192,6 +204,7 @@ class _Stream:
     __slots__ = (
         "close_pending",
         "early",
+        "extra",
         "id",
         "local_closed",
         "pending",
@@ -202,9 +215,11 @@ class _Stream:
         "unacked",
     )
 
-    def __init__(self, stream_id: int, state: _State) -> None:
+    def __init__(self, stream_id: int, state: _State, extra: int) -> None:
         self.id = stream_id
         self.state = state
+        #: Receive window still to grant beyond the initial one (see "Flow control").
+        self.extra = extra
         self.send_window = INITIAL_WINDOW
         self.recv_window = INITIAL_WINDOW
         self.unacked = 0
@@ -247,6 +262,7 @@ class Session:
         self.max_incoming_streams = max_incoming_streams
         self.early_data = early_data
         self._ack_threshold = window // 4
+        self._extra = window - INITIAL_WINDOW
         self._reader = FrameReader()
         self._streams: dict[int, _Stream] = {}
         self._incoming = 0
@@ -331,9 +347,8 @@ class Session:
         payload = encode_open(request)
         stream_id = self._next_id
         self._next_id += 2
-        self._streams[stream_id] = _Stream(stream_id, _State.OPENING)
+        self._streams[stream_id] = _Stream(stream_id, _State.OPENING, self._extra)
         self._out.append(encode_frame(FrameType.OPEN, stream_id, payload=payload))
-        self._grant_extra_window(self._streams[stream_id])
         return stream_id
 
     def reply(self, stream_id: int, code: ReplyCode) -> bool:
@@ -349,7 +364,8 @@ class Session:
         )
         if code is ReplyCode.OK:
             stream.state = _State.OPEN
-            self._grant_extra_window(stream)
+            if stream.extra and stream.recv_window <= _GRANT_LEVEL:
+                self._grant_extra_window(stream)  # early data used the initial window
             early = stream.early
             if early is not None:
                 stream.early = None
@@ -493,6 +509,8 @@ class Session:
                     and size <= stream.recv_window
                 ):
                     stream.recv_window -= size
+                    if stream.extra and stream.recv_window <= _GRANT_LEVEL:
+                        self._grant_extra_window(stream)
                     if size:
                         events.append(DataReceived(stream.id, frame.payload))
                     continue
@@ -606,7 +624,7 @@ class Session:
                 encode_frame(FrameType.OPEN_REPLY, stream_id, payload=encode_open_reply(exc.code))
             )
             return
-        self._streams[stream_id] = _Stream(stream_id, _State.ACCEPTING)
+        self._streams[stream_id] = _Stream(stream_id, _State.ACCEPTING, self._extra)
         self._incoming += 1
         self._events.append(StreamOpened(stream_id, request))
 
@@ -647,10 +665,9 @@ class Session:
     # -- internals ------------------------------------------------------------------------------
 
     def _grant_extra_window(self, stream: _Stream) -> None:
-        extra = self.window - INITIAL_WINDOW
-        if extra > 0:
-            stream.recv_window += extra
-            self._out.append(encode_frame(FrameType.WINDOW_UPDATE, stream.id, extra))
+        extra, stream.extra = stream.extra, 0
+        stream.recv_window += extra
+        self._out.append(encode_frame(FrameType.WINDOW_UPDATE, stream.id, extra))
 
     def _flush_pending(self, stream: _Stream) -> None:
         pending = stream.pending
