@@ -38,25 +38,24 @@ class InboundHandler:
         record = ConnectionRecord(self._metrics, "inbound", peer_identity)
         record.service = request.service_id
         record.endpoint = request.workload
+        # One coroutine for the whole open, no helper to await: this runs for every stream.
+        protocol: asyncio.Protocol | None = None
         try:
-            code, protocol = await self._open(peer_identity, request, record)
+            admission = self._local.admit(peer_identity, request.service_id, request.workload)
+            if isinstance(admission, ReplyCode):
+                code = admission
+            else:
+                record.service_label = request.service_id
+                inbound = admission.inbound
+                relay = Relay(idle_timeout=inbound.idle_timeout, on_close=record.relay_closed)
+                code = await self._local.connect(inbound, relay.left, self._connect_timeout)
+                if code == ReplyCode.OK:
+                    record.release = admission.release
+                    protocol = relay.right
+                else:
+                    admission.release()
         except Exception:
             log.exception("inbound stream for %s from %s failed", request.service_id, peer_identity)
-            code, protocol = ReplyCode.GENERAL_FAILURE, None
+            code = ReplyCode.GENERAL_FAILURE
         record.replied(code)
         return code, protocol
-
-    async def _open(
-        self, peer_identity: str, request: OpenRequest, record: ConnectionRecord
-    ) -> tuple[ReplyCode, asyncio.Protocol | None]:
-        admission = self._local.admit(peer_identity, request.service_id, request.workload)
-        if isinstance(admission, ReplyCode):
-            return admission, None
-        record.service_label = request.service_id
-        relay = Relay(idle_timeout=admission.inbound.idle_timeout, on_close=record.relay_closed)
-        code = await self._local.connect(admission.inbound, relay.left, self._connect_timeout)
-        if code != ReplyCode.OK:
-            admission.release()
-            return code, None
-        record.release = admission.release
-        return ReplyCode.OK, relay.right
