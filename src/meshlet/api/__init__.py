@@ -4,7 +4,8 @@ Pydantic models are the single source of truth for the resource kinds (:data:`KI
 ``Meshlet`` (seed 000, ``ext.burningxflame.github.com/v1``), ``Workload``, ``MeshService`` and
 ``Node`` (``meshlet.dev/v1alpha1``). Everything that reads objects from users goes through
 :func:`validate_object` (one dict) or :func:`parse_manifests` (a file's text), which report
-every problem with a Kubernetes field path. This package imports nothing else of meshlet.
+every problem with a Kubernetes field path. This package imports nothing else of meshlet but
+:mod:`meshlet.syntax` (names and durations, which it re-exports).
 """
 
 from meshlet.api.durations import (

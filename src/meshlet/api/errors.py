@@ -11,13 +11,17 @@ Exception tree::
      └── ManifestError            (also ValueError) a manifest file is unreadable or holds
                                   invalid objects; ``.problems`` lists every problem found
 
-``InvalidDuration`` and ``InvalidName`` subclass ``ValueError`` so that pydantic turns them
-into field errors when they are raised inside a model validator.
+``ApiError``, ``InvalidDuration`` and ``InvalidName`` are defined in :mod:`meshlet.syntax.errors`
+(below the resource models, so the node agent can use them without loading the models) and
+re-exported here. ``InvalidDuration`` and ``InvalidName`` subclass ``ValueError`` so that pydantic
+turns them into field errors when they are raised inside a model validator.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from meshlet.syntax.errors import ApiError, InvalidDuration, InvalidName
 
 __all__ = [
     "ApiError",
@@ -29,18 +33,6 @@ __all__ = [
     "UnknownKind",
     "ValidationFailure",
 ]
-
-
-class ApiError(Exception):
-    """Base class of every error raised by :mod:`meshlet.api`."""
-
-
-class InvalidDuration(ApiError, ValueError):
-    """The text is not a duration in Go ``time.ParseDuration`` syntax we accept."""
-
-
-class InvalidName(ApiError, ValueError):
-    """A name, label key or label value breaks its syntax rule."""
 
 
 class UnknownKind(ApiError, LookupError):
