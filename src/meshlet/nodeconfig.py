@@ -15,23 +15,31 @@ The inbound side (``Inbound``) lists, for every service served by a workload on 
 limits the receiving agent enforces (``max_conn`` per workload per service, ``idle_timeout``) and
 the SPIFFE identities allowed to open streams to it.
 
-Everything here is plain data (pydantic, JSON on the wire); there is no behaviour beyond lookups.
+Everything here is plain data: frozen msgspec Structs, JSON on the wire with the field names as
+keys (every field written, ``null`` included, unknown keys refused), in the shape the previous,
+pydantic-based release wrote and reads. msgspec rather than pydantic because every node agent
+holds these for its whole life: pydantic costs an agent about 13 MB of resident memory, msgspec
+about 2 MB, and decodes a config several times faster (docs/architecture.md, "Decisions").
+
 The lookups the agent makes for every connection (a workload by key, a route by service ID, an
-inbound service by (service ID, workload), a route's ready endpoints) are dict lookups on
-indexes built once when a model is created; they are private attributes, so the JSON shape is
-unchanged, and, being derived from the fields, they keep equality as it was.
+inbound service by (service ID, workload), a route's ready endpoints) are dict lookups on indexes
+built from the fields on first use and kept in the instance's ``__dict__``
+(``functools.cached_property``): they are not fields, so they are neither encoded nor compared.
+Copies are made with ``msgspec.structs.replace``, which builds the indexes afresh.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cached_property
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+import msgspec
 
 __all__ = [
     "CanaryWeight",
     "Endpoint",
     "Inbound",
+    "InvalidNodeConfig",
     "LocalWorkload",
     "NodeConfig",
     "Route",
@@ -40,17 +48,20 @@ __all__ = [
 CONFIG_VERSION = 1
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class InvalidNodeConfig(ValueError):
+    """A node config (a stream line, a persisted file) that is not valid JSON of this shape.
 
-    def model_copy(self, *, update: Any = None, deep: bool = False) -> Any:
-        copy = super().model_copy(update=update, deep=deep)
-        if update:
-            copy.model_post_init(None)  # rebuild the indexes from the new field values
-        return copy
+    The message names the field, e.g. ``Expected `int`, got `str` - at `$.inbound[0].max_conn```.
+    """
 
 
-class Endpoint(_Frozen):
+class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
+    # dict=True gives instances a __dict__, where cached_property keeps the indexes. Subclasses
+    # repeat frozen=True (for mypy) and say kw_only=True (msgspec applies it per class).
+    pass
+
+
+class Endpoint(_Frozen, frozen=True, kw_only=True):
     """One workload serving a service, and how to reach its node."""
 
     node: str
@@ -64,12 +75,12 @@ class Endpoint(_Frozen):
     ready: bool = True
 
 
-class CanaryWeight(_Frozen):
+class CanaryWeight(_Frozen, frozen=True, kw_only=True):
     version: str
-    weight: int = Field(ge=0)
+    weight: Annotated[int, msgspec.Meta(ge=0)]
 
 
-class Route(_Frozen):
+class Route(_Frozen, frozen=True, kw_only=True):
     """A service one local workload may reach."""
 
     service_id: str
@@ -81,38 +92,25 @@ class Route(_Frozen):
     canary: tuple[CanaryWeight, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
 
-    _ready: tuple[Endpoint, ...] = PrivateAttr(default=())
-
-    def model_post_init(self, context: Any, /) -> None:
-        self._ready = tuple(e for e in self.endpoints if e.ready)
-
-    @property
+    @cached_property
     def ready_endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints that are ready, in the order of :attr:`endpoints`."""
-        return self._ready
+        return tuple(e for e in self.endpoints if e.ready)
 
 
-class LocalWorkload(_Frozen):
+class LocalWorkload(_Frozen, frozen=True, kw_only=True):
     """A workload placed on this node: it gets a directory, a client socket and routes."""
 
     namespace: str
     name: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = {}
     #: The meshlet it belongs to (its ``meshless/meshlet`` label), if any.
     meshlet: str | None = None
     #: ``spiffe://<trust-domain>/ns/<ns>/meshlet/<name>``; ``None`` without a meshlet.
     identity: str | None = None
     #: Service name -> TCP port on 127.0.0.1, for servers that cannot listen on a Unix socket.
-    ports: dict[str, int] = Field(default_factory=dict)
+    ports: dict[str, int] = {}
     routes: tuple[Route, ...] = ()
-
-    _routes: dict[str, Route] = PrivateAttr(default_factory=dict)
-
-    def model_post_init(self, context: Any, /) -> None:
-        routes: dict[str, Route] = {}
-        for route in self.routes:
-            routes.setdefault(route.service_id, route)  # the first one wins, as a scan would
-        self._routes = routes
 
     @property
     def key(self) -> str:
@@ -121,8 +119,15 @@ class LocalWorkload(_Frozen):
     def route(self, service_id: str) -> Route | None:
         return self._routes.get(service_id)
 
+    @cached_property
+    def _routes(self) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
+        for route in self.routes:
+            routes.setdefault(route.service_id, route)  # the first one wins, as a scan would
+        return routes
 
-class Inbound(_Frozen):
+
+class Inbound(_Frozen, frozen=True, kw_only=True):
     """A service served by one local workload: what the receiving agent enforces."""
 
     service_id: str
@@ -141,7 +146,7 @@ class Inbound(_Frozen):
     allowed: tuple[str, ...] = ()
 
 
-class NodeConfig(_Frozen):
+class NodeConfig(_Frozen, frozen=True, kw_only=True):
     version: int = CONFIG_VERSION
     node: str
     #: Increases with every change the control plane compiles for this node.
@@ -150,22 +155,40 @@ class NodeConfig(_Frozen):
     workloads: tuple[LocalWorkload, ...] = ()
     inbound: tuple[Inbound, ...] = ()
 
-    _workloads: dict[str, LocalWorkload] = PrivateAttr(default_factory=dict)
-    _inbound: dict[tuple[str, str], Inbound] = PrivateAttr(default_factory=dict)
+    @classmethod
+    def from_json(cls, data: bytes | str) -> NodeConfig:
+        """Decodes one JSON document; :class:`InvalidNodeConfig` names what is wrong where."""
+        try:
+            return _DECODER.decode(data)
+        except msgspec.DecodeError as exc:  # also msgspec.ValidationError
+            raise InvalidNodeConfig(f"invalid node config: {exc}") from None
 
-    def model_post_init(self, context: Any, /) -> None:
-        # The first match wins, as a linear scan would.
-        workloads: dict[str, LocalWorkload] = {}
-        for workload in self.workloads:
-            workloads.setdefault(workload.key, workload)
-        inbound: dict[tuple[str, str], Inbound] = {}
-        for entry in self.inbound:
-            inbound.setdefault((entry.service_id, entry.workload), entry)
-        self._workloads = workloads
-        self._inbound = inbound
+    def to_json(self) -> bytes:
+        """The JSON document, compact, as the control plane streams it and the agent stores it."""
+        return _ENCODER.encode(self)
 
     def workload(self, key: str) -> LocalWorkload | None:
         return self._workloads.get(key)
 
     def inbound_for(self, service_id: str, workload: str) -> Inbound | None:
         return self._inbound.get((service_id, workload))
+
+    # The first match wins in both indexes, as a linear scan would.
+
+    @cached_property
+    def _workloads(self) -> dict[str, LocalWorkload]:
+        workloads: dict[str, LocalWorkload] = {}
+        for workload in self.workloads:
+            workloads.setdefault(workload.key, workload)
+        return workloads
+
+    @cached_property
+    def _inbound(self) -> dict[tuple[str, str], Inbound]:
+        inbound: dict[tuple[str, str], Inbound] = {}
+        for entry in self.inbound:
+            inbound.setdefault((entry.service_id, entry.workload), entry)
+        return inbound
+
+
+_DECODER = msgspec.json.Decoder(NodeConfig)
+_ENCODER = msgspec.json.Encoder()

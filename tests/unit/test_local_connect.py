@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from meshlet.agent.local import LocalServices
 from meshlet.nodeconfig import Inbound, NodeConfig
@@ -30,7 +31,7 @@ async def test_connect_ok_and_refused() -> None:
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 made.append(transport)
 
-        inbound = INBOUND.model_copy(update={"tcp_port": port})
+        inbound = replace(INBOUND, tcp_port=port)
         assert await services().connect(inbound, P(), 1.0) is ReplyCode.OK
         made[0].close()
     finally:
@@ -66,7 +67,7 @@ async def test_an_outside_cancel_is_not_a_timeout(monkeypatch: pytest.MonkeyPatc
 
 def test_admission_follows_a_config_change() -> None:
     caller = "spiffe://meshlet.local/ns/demo/meshlet/client"
-    allowed = NodeConfig(node="n", inbound=(INBOUND.model_copy(update={"allowed": (caller,)}),))
+    allowed = NodeConfig(node="n", inbound=(replace(INBOUND, allowed=(caller,)),))
     denied = NodeConfig(node="n", inbound=(INBOUND,))
     gone = NodeConfig(node="n")
     current = [allowed]

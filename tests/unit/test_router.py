@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
+from msgspec.structs import replace
+
 from meshlet.agent.router import decide
 from meshlet.nodeconfig import Endpoint, LocalWorkload, NodeConfig, Route
 from meshlet.wire.handshake import ReplyCode
 
 _READY = Endpoint(node="n2", address="127.0.0.2", port=15008, workload="demo/echo-v1")
-_DOWN = _READY.model_copy(update={"ready": False})
+_DOWN = replace(_READY, ready=False)
 
 
 def _config(*routes: Route, meshlet: str | None = "client") -> NodeConfig:
@@ -65,10 +68,10 @@ def test_config_lookups_are_indexed_and_survive_json_and_copies() -> None:
     assert workload is not None
     assert workload.route("echo.echo.demo") is first  # the first declaration wins, as a scan
     assert first.ready_endpoints == (_READY,)
-    again = NodeConfig.model_validate_json(config.model_dump_json())
+    again = NodeConfig.from_json(config.to_json())
     assert again == config
     # No index leaks into the JSON shape.
-    assert list(again.model_dump()) == [
+    assert list(msgspec.to_builtins(again)) == [
         "version",
         "node",
         "generation",
@@ -77,6 +80,6 @@ def test_config_lookups_are_indexed_and_survive_json_and_copies() -> None:
         "inbound",
     ]
     assert decide("demo/client", "echo.echo.demo", again) == again.workloads[0].routes[0]
-    down = first.model_copy(update={"endpoints": (_DOWN,)})
+    down = replace(first, endpoints=(_DOWN,))
     assert down.ready_endpoints == ()
     assert decide("demo/client", "echo.echo.demo", _config(down)) == ReplyCode.NO_ENDPOINT

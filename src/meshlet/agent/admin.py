@@ -18,6 +18,8 @@ import json
 from collections.abc import Callable
 from http import HTTPStatus
 
+import msgspec
+
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.nodeconfig import NodeConfig
 
@@ -95,5 +97,9 @@ class AdminServer:
             config = self._config()
             if config is None:
                 return HTTPStatus.SERVICE_UNAVAILABLE, "application/json", b"{}\n"
-            return HTTPStatus.OK, "application/json", config.model_dump_json(indent=2).encode()
+            return (
+                HTTPStatus.OK,
+                "application/json",
+                msgspec.json.format(config.to_json(), indent=2),
+            )
         return HTTPStatus.NOT_FOUND, "text/plain", b"not found\n"

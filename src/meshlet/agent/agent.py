@@ -31,8 +31,6 @@ import random
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from meshlet.agent import accesslog
 from meshlet.agent.admin import AdminServer
 from meshlet.agent.balancer import Balancer
@@ -53,7 +51,7 @@ from meshlet.agent.workdirs import (
     set_socket_owner,
 )
 from meshlet.cpclient import CPClient, CPError, split_pinned_token
-from meshlet.nodeconfig import NodeConfig
+from meshlet.nodeconfig import InvalidNodeConfig, NodeConfig
 from meshlet.pki import node_identity
 
 __all__ = ["Agent"]
@@ -241,10 +239,10 @@ class Agent:
     def _load_persisted_config(self) -> NodeConfig | None:
         path = self.state_dir / _STATE_CONFIG
         try:
-            config = NodeConfig.model_validate_json(path.read_bytes())
+            config = NodeConfig.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValidationError) as exc:
+        except (OSError, InvalidNodeConfig) as exc:
             log.warning("ignoring persisted node config %s: %s", path, exc)
             return None
         if config.node != self.node:
@@ -256,7 +254,7 @@ class Agent:
         path = self.state_dir / _STATE_CONFIG
         tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(config.model_dump_json())
+            tmp.write_bytes(config.to_json())
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot persist node config to %s: %s", path, exc)

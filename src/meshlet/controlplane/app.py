@@ -628,14 +628,14 @@ def _add_node_api(
     ) -> Response:
         who.require_node(node)
         if not _watch_requested(request):
-            return JSONResponse(cp.hub.current(node).model_dump(mode="json"))
+            return Response(cp.hub.current(node).to_json(), media_type="application/json")
         return StreamingResponse(_config_lines(cp, node), media_type=NDJSON)
 
 
 async def _config_lines(cp: ControlPlane, node: str) -> AsyncIterator[bytes]:
     changes = cp.hub.changes(node)
     async for config in with_keepalive(changes, cp.keepalive_interval, cp.closing):
-        yield b"{}\n" if config is None else config.model_dump_json().encode() + b"\n"
+        yield b"{}\n" if config is None else config.to_json() + b"\n"
 
 
 async def _registered_workloads(cp: ControlPlane, node: str, items: list[Object]) -> list[Object]:

@@ -28,6 +28,8 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
+from msgspec.structs import replace
+
 from meshlet.api.errors import ValidationFailure
 from meshlet.api.meshlet_kind import Meshlet
 from meshlet.api.meta import Resource
@@ -143,7 +145,7 @@ class ConfigHub:
         changed = False
         for node, config in compiled.items():
             old = self._configs.get(node)
-            if old is not None and config.model_copy(update={"generation": old.generation}) == old:
+            if old is not None and replace(config, generation=old.generation) == old:
                 continue
             self._configs[node] = config
             changed = True

@@ -35,11 +35,11 @@ import hashlib
 import hmac
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from meshlet.cpclient.http11 import HTTPClient, HTTPError, Response, StreamingResponse
 from meshlet.nodeconfig import NodeConfig
@@ -69,6 +69,7 @@ __all__ = [
 KEEPALIVE_INTERVAL = 10.0
 
 Object = dict[str, Any]
+_T = TypeVar("_T")
 
 
 # Errors ------------------------------------------------------------------------------------
@@ -398,7 +399,10 @@ class CPClient:
                 status=response.status_code,
             ) from None
 
-    async def _stream_lines(self, path: str, params: Mapping[str, str]) -> AsyncIterator[Any]:
+    async def _stream_lines(
+        self, path: str, params: Mapping[str, str], decode: Callable[[str], _T]
+    ) -> AsyncIterator[_T]:
+        """Every non-blank line of an NDJSON stream, decoded by ``decode``."""
         try:
             async with self._http.stream(
                 "GET", path, params=params, read_timeout=3 * KEEPALIVE_INTERVAL
@@ -408,11 +412,13 @@ class CPClient:
                 async for line in response.aiter_lines():
                     if line.strip():
                         try:
-                            yield json.loads(line)
-                        except ValueError:
+                            item = decode(line)
+                        except ValueError as exc:
                             raise CPError(
-                                f"control plane {self.server} sent a bad stream line: {line[:80]!r}"
+                                f"control plane {self.server} sent a bad stream line ({exc}): "
+                                f"{line[:80]!r}"
                             ) from None
+                        yield item
         except HTTPError as exc:
             raise Unavailable(f"control plane {self.server}: stream {path}: {exc!r}") from exc
 
@@ -464,7 +470,7 @@ class CPClient:
         params = {"watch": "true"}
         if resource_version is not None:
             params["resourceVersion"] = resource_version
-        async for line in self._stream_lines(_collection_path(kind, namespace), params):
+        async for line in self._stream_lines(_collection_path(kind, namespace), params, json.loads):
             if not isinstance(line, dict):
                 continue
             if line.get("type") in ("ADDED", "MODIFIED", "DELETED"):
@@ -523,9 +529,15 @@ class CPClient:
 
     async def watch_node_config(self, node: str) -> AsyncIterator[NodeConfig]:
         """The node's current config, then every new one; keepalive lines are skipped."""
-        async for line in self._stream_lines(f"/node/v1/nodes/{node}/config", {"watch": "true"}):
-            if line:
-                yield NodeConfig.model_validate(line)
+        path = f"/node/v1/nodes/{node}/config"
+        async for config in self._stream_lines(path, {"watch": "true"}, _node_config_line):
+            if config is not None:
+                yield config
+
+
+def _node_config_line(line: str) -> NodeConfig | None:
+    """A config, or ``None`` for a keepalive (``{}``); decoded straight into the Structs."""
+    return None if line.strip() == "{}" else NodeConfig.from_json(line)
 
 
 async def fetch_ca_unverified(server: str, *, timeout: float = 10.0) -> bytes:
