@@ -15,8 +15,10 @@ import uvloop
 from meshlet import pki
 from meshlet.agent.relay import Relay
 from meshlet.agent.tunnel import (
+    Answer,
     EarlyData,
     MuxStream,
+    OnOpen,
     OpenRequest,
     OpenResult,
     TunnelError,
@@ -107,14 +109,29 @@ class Peer(asyncio.Protocol):
         return bytes(self.data[:size])
 
 
-OnOpen = Callable[[str, OpenRequest], Awaitable[tuple[ReplyCode, asyncio.Protocol | None]]]
+AsyncOnOpen = Callable[[str, OpenRequest], Awaitable[tuple[ReplyCode, asyncio.Protocol | None]]]
+
+
+def later(on_open: AsyncOnOpen) -> OnOpen:
+    """An ``on_open`` that answers from a task, once the coroutine returns."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def start(identity: str, request: OpenRequest, answer: Answer) -> None:
+        async def run() -> None:
+            answer(*await on_open(identity, request))
+
+        task = asyncio.get_running_loop().create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return start
 
 
 def echo_server(seen: list[tuple[str, OpenRequest]] | None = None) -> OnOpen:
-    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+    def on_open(identity: str, request: OpenRequest, answer: Answer) -> None:
         if seen is not None:
             seen.append((identity, request))
-        return ReplyCode.OK, Peer(echo=True)
+        answer(ReplyCode.OK, Peer(echo=True))
 
     return on_open
 
@@ -255,15 +272,15 @@ async def test_half_close_reaches_the_server_which_still_replies(
 ) -> None:
     server_ctx, client_ctx = contexts
 
-    class Answer(Peer):
+    class Counting(Peer):
         def eof_received(self) -> bool:
             assert self.transport is not None
             self.transport.write(b"got %d bytes" % len(self.data))
             self.transport.close()
             return True
 
-    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
-        return ReplyCode.OK, Answer()
+    def on_open(identity: str, request: OpenRequest, answer: Answer) -> None:
+        answer(ReplyCode.OK, Counting())
 
     server = TunnelServer(server_ctx, on_open)
     await server.start("127.0.0.1", 0)
@@ -299,10 +316,10 @@ async def test_a_slow_reader_does_not_stall_another_stream(
 
     first = True
 
-    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+    def on_open(identity: str, request: OpenRequest, answer: Answer) -> None:
         nonlocal first
         blaster, first = first, False
-        return ReplyCode.OK, (Blaster() if blaster else Peer(echo=True))
+        answer(ReplyCode.OK, Blaster() if blaster else Peer(echo=True))
 
     server = TunnelServer(server_ctx, on_open)
     await server.start("127.0.0.1", 0)
@@ -362,8 +379,8 @@ async def test_bytes_held_while_paused_survive_the_end_of_the_stream(
         def eof_received(self) -> bool:
             return False
 
-    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
-        return ReplyCode.OK, SayAndClose()
+    def on_open(identity: str, request: OpenRequest, answer: Answer) -> None:
+        answer(ReplyCode.OK, SayAndClose())
 
     server = TunnelServer(server_ctx, on_open)
     await server.start("127.0.0.1", 0)
@@ -408,10 +425,10 @@ async def test_writer_is_paused_when_the_window_is_exhausted(
     server_ctx, client_ctx = contexts
     stalled: list[Peer] = []
 
-    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
+    def on_open(identity: str, request: OpenRequest, answer: Answer) -> None:
         peer = Peer()
         stalled.append(peer)
-        return ReplyCode.OK, peer
+        answer(ReplyCode.OK, peer)
 
     server = TunnelServer(server_ctx, on_open)
     await server.start("127.0.0.1", 0)
@@ -438,8 +455,8 @@ async def test_reply_code_is_propagated_and_the_protocol_stays_unconnected(
 ) -> None:
     server_ctx, client_ctx = contexts
 
-    async def deny(identity: str, request: OpenRequest) -> tuple[ReplyCode, None]:
-        return ReplyCode.ACCESS_DENIED, None
+    def deny(identity: str, request: OpenRequest, answer: Answer) -> None:
+        answer(ReplyCode.ACCESS_DENIED, None)
 
     server = TunnelServer(server_ctx, deny)
     await server.start("127.0.0.1", 0)
@@ -460,7 +477,7 @@ async def test_on_open_failure_answers_general_failure(
 ) -> None:
     server_ctx, client_ctx = contexts
 
-    async def broken(identity: str, request: OpenRequest) -> tuple[ReplyCode, None]:
+    def broken(identity: str, request: OpenRequest, answer: Answer) -> None:
         raise RuntimeError("boom")
 
     server = TunnelServer(server_ctx, broken)
@@ -486,7 +503,7 @@ async def test_no_reply_in_time_raises_tunnel_timeout_and_releases_the_protocol(
         await release.wait()
         return ReplyCode.OK, late
 
-    server = TunnelServer(server_ctx, slow)
+    server = TunnelServer(server_ctx, later(slow))
     await server.start("127.0.0.1", 0)
     pool = pool_for(client_ctx)
     try:
@@ -521,7 +538,7 @@ async def test_no_reply_in_time_on_an_established_connection_raises_tunnel_timeo
         await release.wait()
         return ReplyCode.OK, late
 
-    server = TunnelServer(server_ctx, slow_after_first)
+    server = TunnelServer(server_ctx, later(slow_after_first))
     await server.start("127.0.0.1", 0)
     pool = pool_for(client_ctx)
     try:
@@ -609,7 +626,7 @@ async def test_open_now_reports_a_refusal_code_and_a_missed_deadline(
             return ReplyCode.OK, Peer()
         return code, Peer(echo=True) if code is ReplyCode.OK else None
 
-    server = TunnelServer(server_ctx, scripted)
+    server = TunnelServer(server_ctx, later(scripted))
     await server.start("127.0.0.1", 0)
     pool = pool_for(client_ctx)
     try:
@@ -806,7 +823,7 @@ async def test_relays_carry_bytes_and_half_close_end_to_end(
         await loop.create_connection(lambda: relay.left, "127.0.0.1", echo_port)
         return ReplyCode.OK, relay.right
 
-    server = TunnelServer(server_ctx, on_open)
+    server = TunnelServer(server_ctx, later(on_open))
     await server.start("127.0.0.1", 0)
     pool = pool_for(client_ctx)
 
@@ -896,8 +913,8 @@ async def test_bytes_keep_their_order_when_the_reader_pauses_and_resumes_often(
                 transport.write(blob[start : start + 16384])
             transport.write_eof()
 
-    async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
-        return ReplyCode.OK, Sender()
+    def on_open(identity: str, request: OpenRequest, answer: Answer) -> None:
+        answer(ReplyCode.OK, Sender())
 
     class Flaky(Peer):
         def data_received(self, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""LocalServices.connect: OK, CONNECT_FAILED and TIMEOUT, and an outside cancel stays one."""
+"""LocalServices.connect(_then): OK, CONNECT_FAILED and TIMEOUT; an outside cancel stays one."""
 
 from __future__ import annotations
 
@@ -63,6 +63,47 @@ async def test_an_outside_cancel_is_not_a_timeout(monkeypatch: pytest.MonkeyPatc
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_connect_then_calls_back_once_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError(111, "refused")
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(10)
+
+    for fake, timeout, expected in (
+        (refuse, 5.0, ReplyCode.CONNECT_FAILED),
+        (hang, 0.1, ReplyCode.TIMEOUT),
+    ):
+        monkeypatch.setattr(loop, "create_connection", fake)
+        codes: list[ReplyCode] = []
+        task = services().connect_then(INBOUND, asyncio.Protocol(), timeout, codes.append)
+        with pytest.raises((OSError, asyncio.CancelledError)):
+            await task
+        await asyncio.sleep(0)  # the done callback runs one turn after the task ends
+        assert codes == [expected]
+
+
+async def test_connect_then_does_not_call_back_after_an_outside_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(10)
+
+    monkeypatch.setattr(loop, "create_connection", hang)
+    codes: list[ReplyCode] = []
+    task = services().connect_then(INBOUND, asyncio.Protocol(), 5.0, codes.append)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    assert codes == []
 
 
 def test_admission_follows_a_config_change() -> None:

@@ -7,6 +7,10 @@ verified certificate, never from anything the peer claims in the stream header. 
 The relay's ``left`` is the local server connection and its ``right`` the stream, which the
 tunnel server connects once the ``OK`` reply is sent. The service's ``idleTimeout`` is enforced
 here, on the receiving side.
+
+No coroutine of our own runs per stream: admission is synchronous (a refusal is answered in the
+loop turn the OPEN arrived in), and the answer after the connect comes from the connect task's
+done callback (:meth:`~meshlet.agent.local.LocalServices.connect_then`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from meshlet.agent.connections import ConnectionRecord
 from meshlet.agent.local import LocalServices
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.agent.relay import Relay
-from meshlet.agent.tunnel import OpenRequest
+from meshlet.agent.tunnel import Answer, OpenRequest
 from meshlet.wire.handshake import ReplyCode
 
 __all__ = ["InboundHandler"]
@@ -32,30 +36,33 @@ class InboundHandler:
         self._metrics = metrics
         self._connect_timeout = connect_timeout
 
-    async def on_open(
-        self, peer_identity: str, request: OpenRequest
-    ) -> tuple[ReplyCode, asyncio.Protocol | None]:
+    def on_open(self, peer_identity: str, request: OpenRequest, answer: Answer) -> None:
         record = ConnectionRecord(self._metrics, "inbound", peer_identity)
         record.service = request.service_id
         record.endpoint = request.workload
-        # One coroutine for the whole open, no helper to await: this runs for every stream.
-        protocol: asyncio.Protocol | None = None
         try:
             admission = self._local.admit(peer_identity, request.service_id, request.workload)
             if isinstance(admission, ReplyCode):
-                code = admission
-            else:
-                record.service_label = request.service_id
-                inbound = admission.inbound
-                relay = Relay(idle_timeout=inbound.idle_timeout, on_close=record.relay_closed)
-                code = await self._local.connect(inbound, relay.left, self._connect_timeout)
+                record.replied(admission)
+                answer(admission, None)
+                return
+            record.service_label = request.service_id
+            inbound = admission.inbound
+            relay = Relay(idle_timeout=inbound.idle_timeout, on_close=record.relay_closed)
+            release = admission.release
+
+            def connected(code: ReplyCode) -> None:
+                protocol: asyncio.Protocol | None = None
                 if code == ReplyCode.OK:
-                    record.release = admission.release
+                    record.release = release
                     protocol = relay.right
                 else:
-                    admission.release()
+                    release()
+                record.replied(code)
+                answer(code, protocol)
+
+            self._local.connect_then(inbound, relay.left, self._connect_timeout, connected)
         except Exception:
             log.exception("inbound stream for %s from %s failed", request.service_id, peer_identity)
-            code = ReplyCode.GENERAL_FAILURE
-        record.replied(code)
-        return code, protocol
+            record.replied(ReplyCode.GENERAL_FAILURE)
+            answer(ReplyCode.GENERAL_FAILURE, None)

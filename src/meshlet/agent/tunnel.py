@@ -20,12 +20,13 @@ Each stream is a :class:`MuxStream`, an ``asyncio.Transport`` driving an ordinar
   ``connection_lost`` once the CLOSE is queued and later bytes from the peer are dropped (their
   window is still granted so the peer never blocks). ``abort`` sends RESET.
 
-Accepting side: :class:`TunnelServer` asks ``on_open(peer_identity, request)`` what to do with a
-new stream, where ``peer_identity`` is the SPIFFE ID of the verified client certificate. On
-``(OK, protocol)`` it replies OK and calls ``protocol.connection_made(stream)``; on any other
-code it replies that code. If the stream was reset (or the connection lost) while ``on_open``
-ran, a returned protocol still gets ``connection_made`` and at once ``connection_lost`` so
-whatever it holds is released.
+Accepting side: :class:`TunnelServer` calls ``on_open(peer_identity, request, answer)`` for a new
+stream, where ``peer_identity`` is the SPIFFE ID of the verified client certificate; ``on_open``
+calls ``answer(code, protocol)`` once, at once or later (there is no task per stream). On
+``(OK, protocol)`` the server replies OK and calls ``protocol.connection_made(stream)``; on any
+other code it replies that code. If the stream was reset (or the connection lost) before the
+answer, a protocol answered with OK still gets ``connection_made`` and at once
+``connection_lost`` so whatever it holds is released.
 
 Dialing side: :class:`TunnelPool` keeps connections per (source identity, address, port), the
 TLS client certificate being the source identity. One dial per key at a time (concurrent opens
@@ -57,7 +58,7 @@ import itertools
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -85,6 +86,7 @@ from meshlet.wire.mux import (
 
 __all__ = [
     "ALPN_EARLY_DATA",
+    "Answer",
     "EarlyData",
     "MuxStream",
     "OnOpen",
@@ -100,9 +102,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: What the accepting agent does with a new stream: a reply code and, with OK, the protocol to
-#: attach the stream to. Called with the verified SPIFFE ID of the dialing side.
-OnOpen = Callable[[str, OpenRequest], Awaitable[tuple[ReplyCode, asyncio.Protocol | None]]]
+#: How the accepting agent answers a new stream: a reply code and, with OK, the protocol to
+#: attach the stream to.
+Answer = Callable[[ReplyCode, asyncio.Protocol | None], None]
+#: What the accepting agent does with a new stream: called with the verified SPIFFE ID of the
+#: dialing side and the request, it calls the :data:`Answer` once, now or later.
+OnOpen = Callable[[str, OpenRequest, Answer], None]
 
 
 #: ALPN name of tunnel protocol version 2 (early data, see docs/protocol.md). Both sides offer
@@ -426,7 +431,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self._idle_close = idle_close
         self._streams: dict[int, MuxStream] = {}
         self._opening: dict[int, tuple[_ReplyWaiter, asyncio.Protocol, OpenRequest, bool]] = {}
-        self._accepting: dict[int, asyncio.Task[None]] = {}
+        self._accepting: set[int] = set()  # streams on_open has not answered yet
         self._flush_handle: asyncio.Handle | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._heard = False
@@ -653,28 +658,38 @@ class TunnelConnection(asyncio.BufferedProtocol):
                 return
 
     def _accept(self, event: StreamOpened) -> None:
-        if self._on_open is None or self.peer_identity is None:
+        peer_identity = self.peer_identity
+        if self._on_open is None or peer_identity is None:
             self.session.reply(event.stream_id, ReplyCode.GENERAL_FAILURE)
             return
-        task = self.loop.create_task(self._run_on_open(event.stream_id, event.request))
-        self._accepting[event.stream_id] = task
-
-    async def _run_on_open(self, stream_id: int, request: OpenRequest) -> None:
-        assert self._on_open is not None and self.peer_identity is not None
-        protocol: asyncio.Protocol | None = None
+        stream_id, request = event.stream_id, event.request
+        self._accepting.add(stream_id)
         try:
-            code, protocol = await self._on_open(self.peer_identity, request)
+            self._on_open(
+                peer_identity, request, functools.partial(self._answer, stream_id, request)
+            )
         except Exception:
-            log.exception("handling stream %s from %s failed", request, self.peer_identity)
-            code = ReplyCode.GENERAL_FAILURE
-        finally:
-            self._accepting.pop(stream_id, None)
+            log.exception("handling stream %s from %s failed", request, peer_identity)
+            self._answer(stream_id, request, ReplyCode.GENERAL_FAILURE, None)
+
+    def _answer(
+        self,
+        stream_id: int,
+        request: OpenRequest,
+        code: ReplyCode,
+        protocol: asyncio.Protocol | None,
+    ) -> None:
+        """``on_open``'s answer for ``stream_id``; only the first one counts."""
+        if stream_id not in self._accepting:
+            log.error("stream %s from %s was answered twice", request, self.peer_identity)
+            return
+        self._accepting.discard(stream_id)
         if code is ReplyCode.OK and protocol is None:
             log.error("on_open answered OK without a protocol for %s", request)
             code = ReplyCode.GENERAL_FAILURE
         if self.lost or not self.session.reply(stream_id, code):
             if code is ReplyCode.OK and protocol is not None:
-                # The stream vanished while on_open ran; let the protocol release what it holds.
+                # The stream vanished before the answer; let the protocol release what it holds.
                 stream = MuxStream(self, stream_id, protocol, request)
                 protocol.connection_made(stream)
                 stream._schedule_lost(ConnectionResetError("the stream was reset while opening"))
@@ -684,7 +699,8 @@ class TunnelConnection(asyncio.BufferedProtocol):
             stream = MuxStream(self, stream_id, protocol, request)
             self._streams[stream_id] = stream
             protocol.connection_made(stream)
-            # Early data the session held for the stream, in order, before anything later.
+            # Early data the session held for the stream, in order, before anything later (the
+            # reply releases only this stream's events, so this is safe inside a dispatch too).
             events = self.session.take_events()
             if events:
                 self._dispatch(events)
