@@ -25,8 +25,8 @@ arrives in. Anything else (a local endpoint, a dial, a retry) continues in a tas
 
 What every connection to a route needs (the ready endpoints, the source identity, per endpoint
 its label, the peer's node identity and the OPEN request) is computed once per config object in
-a :class:`_Plan`: read per connection from the pydantic models it cost ~5% of the dialing
-agent's CPU (py-spy).
+a :class:`_Plan`: read per connection from the node config models it cost ~5% of the
+dialing agent's CPU (py-spy, when they were pydantic models).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Connector:
     def _decide(self, workload: str, service_id: str) -> ReplyCode | _Plan:
         """:func:`decide` and its :class:`_Plan`, memoized per config object (configs are
         immutable and replaced whole on a change): deciding anew was ~8% of the dialing agent's
-        CPU per new connection (pydantic attribute access, py-spy)."""
+        CPU per new connection (py-spy, when the node config was pydantic models)."""
         config = self._config()
         if config is not self._decided_for:
             self._decided_for = config
