@@ -8,6 +8,7 @@ profiles, what was tried) is kept as it is.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,24 @@ def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def paired_ratio(results: Results, key: str, base: str, name: str) -> float | None:
+    """The median over runs of ``key``'s figure divided by ``base``'s in the same run.
+
+    Each run measures every path back to back, so a ratio within a run compares two paths under
+    the same conditions; the shared machine drifts between runs by more than the differences the
+    targets ask about. Falls back to the ratio of the medians for results without runs.
+    """
+    per_run: dict[int, dict[str, float]] = {}
+    for run in results.get("runs", []):
+        value = run.get(name)
+        if run.get("key") in (key, base) and isinstance(value, int | float):
+            per_run.setdefault(run["run"], {})[run["key"]] = float(value)
+    ratios = [pair[key] / pair[base] for pair in per_run.values() if key in pair and pair.get(base)]
+    if not ratios:
+        return _ratio(_get(results, key, name), _get(results, base, name))
+    return statistics.median(ratios)
 
 
 def _rows(results: Results) -> list[tuple[str, str, str]]:
@@ -155,17 +174,14 @@ def ratios_table(results: Results) -> Table:
     rows = []
     for label, load, name in RATIO_FIGURES:
         tool = "py" if load == "bulk" else "wrk"
-        meshlet = _get(results, f"meshlet/{tool}/{load}", name)
+        meshlet = f"meshlet/{tool}/{load}"
         rows.append(
             [
                 label,
-                _fmt(_ratio(meshlet, _get(results, f"haproxy/{tool}/{load}", name)), 2, "×"),
-                _fmt(_ratio(meshlet, _get(results, f"direct/{tool}/{load}", name)), 2, "×"),
+                _fmt(paired_ratio(results, meshlet, f"haproxy/{tool}/{load}", name), 2, "×"),
+                _fmt(paired_ratio(results, meshlet, f"direct/{tool}/{load}", name), 2, "×"),
                 _fmt(
-                    _ratio(
-                        _get(results, f"handshake/py/{load}", name),
-                        _get(results, f"meshlet/py/{load}", name),
-                    ),
+                    paired_ratio(results, f"handshake/py/{load}", f"meshlet/py/{load}", name),
                     2,
                     "×",
                 ),
@@ -205,10 +221,7 @@ def _vs_haproxy(
     tool = "py" if load == "bulk" else "wrk"
 
     def check(results: Results) -> tuple[str, bool | None]:
-        ratio = _ratio(
-            _get(results, f"meshlet/{tool}/{load}", name),
-            _get(results, f"haproxy/{tool}/{load}", name),
-        )
+        ratio = paired_ratio(results, f"meshlet/{tool}/{load}", f"haproxy/{tool}/{load}", name)
         if ratio is None:
             return "not measured", None
         met = ratio >= factor if higher_is_better else ratio <= factor
@@ -248,9 +261,7 @@ HANDSHAKE_FIGURES = [
 def _handshake(results: Results) -> tuple[str, bool | None]:
     worst: tuple[float, str] | None = None
     for label, load, name, higher_is_better in HANDSHAKE_FIGURES:
-        ratio = _ratio(
-            _get(results, f"handshake/py/{load}", name), _get(results, f"meshlet/py/{load}", name)
-        )
+        ratio = paired_ratio(results, f"handshake/py/{load}", f"meshlet/py/{load}", name)
         if not ratio:
             continue
         shortfall = 1 / ratio if higher_is_better else ratio  # > 1: the handshake path is worse
@@ -333,7 +344,8 @@ def markdown(results: Results, results_file: str) -> str:
         f"Latest run: {results['timestamp']}, raw figures in `{results_file}`. Medians of "
         f"{s['runs']} interleaved runs; keep-alive {s['keepalive_s']:g} s and new connections "
         f"{s['close_s']:g} s with {s['connections']} connections, one at a time "
-        f"{s['close1_s']:g} s, bulk {s['bulk_count']} × 64 MiB.",
+        f"{s['close1_s']:g} s, bulk {s['bulk_count']} × 64 MiB. Ratios and targets are "
+        "medians of the ratios within each run.",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, {m['os']}. "
         f"Versions: Python {v['python']}, HAProxy {v['haproxy']}, nginx {v['nginx']}, "
         f"wrk {v['wrk']}, meshlet `{v['meshlet']}`.",

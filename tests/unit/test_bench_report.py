@@ -1,0 +1,36 @@
+"""The benchmark report's ratios: paired within runs, so drift between runs cancels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import paired_ratio
+
+
+def _results(a: list[float], b: list[float]) -> dict[str, Any]:
+    runs = [{"key": "a", "run": i, "req_s": v} for i, v in enumerate(a)]
+    runs += [{"key": "b", "run": i, "req_s": v} for i, v in enumerate(b)]
+    return {"runs": runs, "medians": {"a": {"req_s": 0.0}, "b": {"req_s": 0.0}}}
+
+
+def test_ratio_is_the_median_of_the_ratios_within_runs() -> None:
+    # Both paths slow down together in run 1: per run, a is always 1.1x b.
+    results = _results([110, 55, 220], [100, 50, 200])
+    assert paired_ratio(results, "a", "b", "req_s") == 1.1
+
+
+def test_even_run_count_takes_the_mean_of_the_middle_two() -> None:
+    results = _results([100, 120, 130, 200], [100, 100, 100, 100])
+    assert paired_ratio(results, "a", "b", "req_s") == 1.25
+
+
+def test_runs_missing_a_path_or_a_zero_base_are_skipped() -> None:
+    results = _results([100, 300], [50, 0])
+    results["runs"].append({"key": "a", "run": 7, "req_s": 1.0})
+    assert paired_ratio(results, "a", "b", "req_s") == 2.0
+
+
+def test_results_without_runs_fall_back_to_the_ratio_of_medians() -> None:
+    results = {"medians": {"a": {"req_s": 30.0}, "b": {"req_s": 20.0}}}
+    assert paired_ratio(results, "a", "b", "req_s") == 1.5
+    assert paired_ratio(results, "a", "missing", "req_s") is None
