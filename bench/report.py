@@ -68,9 +68,9 @@ def paired_ratio(results: Results, key: str, base: str, name: str) -> float | No
     """
     per_run: dict[int, dict[str, float]] = {}
     for run in results.get("runs", []):
-        value = run.get(name)
-        if run.get("key") in (key, base) and isinstance(value, int | float):
-            per_run.setdefault(run["run"], {})[run["key"]] = float(value)
+        value, number = run.get(name), run.get("run")
+        if run.get("key") in (key, base) and isinstance(value, int | float) and number is not None:
+            per_run.setdefault(number, {})[run["key"]] = float(value)
     ratios = [pair[key] / pair[base] for pair in per_run.values() if key in pair and pair.get(base)]
     if not ratios:
         return _ratio(_get(results, key, name), _get(results, base, name))

@@ -30,6 +30,12 @@ def test_runs_missing_a_path_or_a_zero_base_are_skipped() -> None:
     assert paired_ratio(results, "a", "b", "req_s") == 2.0
 
 
+def test_runs_without_a_run_number_are_skipped() -> None:
+    results = _results([110], [100])
+    results["runs"].append({"key": "a", "req_s": 1.0})
+    assert paired_ratio(results, "a", "b", "req_s") == 1.1
+
+
 def test_results_without_runs_fall_back_to_the_ratio_of_medians() -> None:
     results = {"medians": {"a": {"req_s": 30.0}, "b": {"req_s": 20.0}}}
     assert paired_ratio(results, "a", "b", "req_s") == 1.5
