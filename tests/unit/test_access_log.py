@@ -124,3 +124,32 @@ async def test_propagation_reaches_the_parent_loggers_handlers(access: logging.L
     finally:
         logging.getLogger("meshlet").removeHandler(parent)
     assert [json.loads(r.getMessage())["source"] for r in parent.records] == ["demo/up"]
+
+
+def test_a_loop_that_stopped_before_flushing_does_not_hold_back_a_later_loop(
+    access: logging.Logger,
+) -> None:
+    collecting = _Collecting()
+    access.addHandler(collecting)
+
+    def end_connection_and_stop() -> None:
+        _end_connection(AgentMetrics(), "demo/first")
+        first.stop()  # before the flush this schedules runs
+
+    first = asyncio.new_event_loop()
+    try:
+        first.call_soon(end_connection_and_stop)
+        first.run_forever()
+    finally:
+        first.close()
+    assert collecting.records == []
+
+    async def end_connection_and_wait(source: str) -> None:
+        _end_connection(AgentMetrics(), source)
+        await asyncio.sleep(0)
+
+    asyncio.run(end_connection_and_wait("demo/second"))
+    assert [json.loads(r.getMessage())["source"] for r in collecting.records] == [
+        "demo/first",
+        "demo/second",
+    ]

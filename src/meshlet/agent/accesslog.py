@@ -37,7 +37,9 @@ access_log = logging.getLogger("meshlet.access")
 
 #: Records waiting for :func:`flush` (in the order the connections ended).
 pending: list[logging.LogRecord] = []
-_scheduled = False
+#: The loop a :func:`flush` is scheduled on: a loop that stops before running it must not keep
+#: later loops from scheduling their own.
+_scheduled_on: asyncio.AbstractEventLoop | None = None
 
 #: What a record names as its source file (``Logger.info`` would look it up on the stack).
 _FN = __file__
@@ -46,23 +48,22 @@ _PLAIN_HANDLERS = (logging.StreamHandler, logging.FileHandler)
 
 def log_line(line: str) -> None:
     """Queue one access-log line (the caller checked that INFO is enabled)."""
-    global _scheduled
+    global _scheduled_on
     pending.append(_record(line))
-    if _scheduled:
-        return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         flush()
         return
-    _scheduled = True
-    loop.call_soon(flush)
+    if _scheduled_on is not loop:
+        _scheduled_on = loop
+        loop.call_soon(flush)
 
 
 def flush() -> None:
     """Hand every pending record to the handlers (see the module documentation)."""
-    global _scheduled
-    _scheduled = False
+    global _scheduled_on
+    _scheduled_on = None
     if not pending:
         return
     records = pending[:]
