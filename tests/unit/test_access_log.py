@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -152,4 +153,40 @@ def test_a_loop_that_stopped_before_flushing_does_not_hold_back_a_later_loop(
     assert [json.loads(r.getMessage())["source"] for r in collecting.records] == [
         "demo/first",
         "demo/second",
+    ]
+
+
+def test_a_forked_child_s_records_name_the_child_process(access: logging.Logger) -> None:
+    collecting = _Collecting()
+    access.addHandler(collecting)
+    _end_connection(AgentMetrics(), "demo/parent")  # the prototype is made in the parent
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            _end_connection(AgentMetrics(), "demo/child")
+            os.write(write_end, str(collecting.records[-1].process).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        reported = pipe.read()
+    os.waitpid(child, 0)
+    assert collecting.records[0].process == os.getpid()
+    assert reported == str(child)
+
+
+async def test_a_record_names_the_task_that_ended_the_connection(access: logging.Logger) -> None:
+    collecting = _Collecting()
+    access.addHandler(collecting)
+
+    async def end(source: str) -> logging.LogRecord:
+        _end_connection(AgentMetrics(), source)
+        return access.makeRecord(access.name, logging.INFO, "", 0, "", (), None)
+
+    expected = [await asyncio.create_task(end(f"demo/{n}"), name=f"conn-{n}") for n in range(2)]
+    await asyncio.sleep(0)
+    # Python 3.12+ records carry taskName; before that neither record has it.
+    assert [getattr(r, "taskName", None) for r in collecting.records] == [
+        getattr(r, "taskName", None) for r in expected
     ]
