@@ -4,6 +4,8 @@ the asyncio protocol that reads the reply and hands the transport to the caller'
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshlet import sdk
+from meshlet.sdk import client as sdk_client
 from meshlet.sdk.client import encode_handshake
 from meshlet.sdk.errors import rejection_for
 from meshlet.sdk.handover import HandshakeProtocol
@@ -259,3 +262,62 @@ async def test_a_failing_protocol_factory_fails_the_connection_with_its_error() 
     with pytest.raises(RuntimeError, match="no protocol today"):
         await handshake.done
     assert transport.closed
+
+
+class ClosingTransport(FakeTransport):
+    """Reports the loss to its protocol on close, one turn later, as a socket transport does."""
+
+    def __init__(self, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            assert self.protocol is not None
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+
+@pytest.mark.parametrize("cancelled_in", ["the connect", "the handshake"])
+async def test_cancelling_create_connection_leaves_no_unretrieved_error(
+    monkeypatch: pytest.MonkeyPatch, cancelled_in: str
+) -> None:
+    """The half-made connection is closed, and its loss is not reported as an error nobody
+    retrieved ("Future exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    transports: list[ClosingTransport] = []
+
+    async def fake_connection(
+        factory: Callable[[], asyncio.Protocol], **kwargs: Any
+    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        kwargs["sock"].close()  # the transport would own it; this one needs none
+        protocol = factory()
+        transport = ClosingTransport(protocol)
+        transports.append(transport)
+        protocol.connection_made(transport)
+        if cancelled_in == "the connect":
+            try:
+                await asyncio.sleep(10)  # loop.create_unix_connection waiting for its transport
+            except asyncio.CancelledError:
+                transport.close()
+                raise
+        return transport, protocol
+
+    monkeypatch.setattr(sdk_client, "_try_connect", lambda sock, path: True)
+    monkeypatch.setattr(HandshakeProtocol, "send_first", lambda self, sock: None)
+    monkeypatch.setattr(loop, "create_unix_connection", fake_connection)
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+    try:
+        task = asyncio.create_task(sdk.create_connection(asyncio.Protocol, ECHO))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)  # connection_lost
+        assert transports[0].closed
+        del task, transports[:]
+        gc.collect()  # an unretrieved exception is reported when its future is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

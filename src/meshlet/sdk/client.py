@@ -155,6 +155,9 @@ async def create_connection(
         sock.close()
         raise ConnectTimeout(path, connect_timeout) from None
     except BaseException:
+        # Cancelled after the transport was made: its loss would fail ``done``, which nobody
+        # awaits any more ("Future exception was never retrieved").
+        handshake.done.cancel()
         sock.close()
         raise
     try:
