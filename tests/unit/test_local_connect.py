@@ -106,6 +106,45 @@ async def test_connect_then_does_not_call_back_after_an_outside_cancel(
     assert codes == []
 
 
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("turns", [1, 2], ids=["before the callback", "after the callback"])
+async def test_a_cancel_in_the_turn_the_connect_succeeded_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch, turns: int
+) -> None:
+    """Cancelled (the agent stopping) after the connect finished but before ``connect``
+    resumed, it does not leave the server connected."""
+    loop = asyncio.get_running_loop()
+    transport = _Transport()
+    task: asyncio.Task[ReplyCode]
+
+    def cancel_after(turns: int) -> None:
+        if turns:
+            loop.call_soon(cancel_after, turns - 1)
+        else:
+            task.cancel()
+
+    async def connected(factory: Any, *args: Any) -> Any:
+        protocol = factory()
+        protocol.connection_made(transport)
+        # Scheduled ahead of the connect task's done callback, which resolves ``connect``.
+        loop.call_soon(cancel_after, turns - 1)
+        return transport, protocol
+
+    monkeypatch.setattr(loop, "create_connection", connected)
+    task = asyncio.ensure_future(services().connect(INBOUND, asyncio.Protocol(), 5.0))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert transport.closed
+
+
 def test_admission_follows_a_config_change() -> None:
     caller = "spiffe://meshlet.local/ns/demo/meshlet/client"
     allowed = NodeConfig(node="n", inbound=(replace(INBOUND, allowed=(caller,)),))

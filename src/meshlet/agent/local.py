@@ -138,7 +138,7 @@ class LocalServices:
     async def connect(
         self, inbound: Inbound, protocol: asyncio.Protocol, timeout: float
     ) -> ReplyCode:
-        """:meth:`connect_then`, awaited."""
+        """:meth:`connect_then`, awaited; cancelled, it closes any connection it made."""
         done: asyncio.Future[ReplyCode] = asyncio.get_running_loop().create_future()
 
         def resolve(code: ReplyCode) -> None:
@@ -149,7 +149,12 @@ class LocalServices:
         try:
             return await done
         except asyncio.CancelledError:
-            connecting.cancel()
+            if not connecting.done():
+                connecting.cancel()
+            elif not connecting.cancelled() and connecting.exception() is None:
+                # Connected in the loop turn this was cancelled in: nobody will use it.
+                transport, _ = cast("tuple[asyncio.BaseTransport, object]", connecting.result())
+                transport.close()
             raise
 
 
