@@ -19,7 +19,7 @@ import asyncio
 import logging
 
 from meshlet.agent.connections import ConnectionRecord
-from meshlet.agent.local import LocalServices
+from meshlet.agent.local import Admission, LocalServices
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.agent.relay import Relay
 from meshlet.agent.tunnel import Answer, OpenRequest
@@ -40,29 +40,38 @@ class InboundHandler:
         record = ConnectionRecord(self._metrics, "inbound", peer_identity)
         record.service = request.service_id
         record.endpoint = request.workload
+        code = ReplyCode.GENERAL_FAILURE
+        admission: Admission | None = None
         try:
-            admission = self._local.admit(peer_identity, request.service_id, request.workload)
-            if isinstance(admission, ReplyCode):
-                record.replied(admission)
-                answer(admission, None)
+            found = self._local.admit(peer_identity, request.service_id, request.workload)
+            if isinstance(found, ReplyCode):
+                code = found
+            else:
+                admission = found
+                record.service_label = request.service_id
+                self._connect(admission, record, answer)
                 return
-            record.service_label = request.service_id
-            inbound = admission.inbound
-            relay = Relay(idle_timeout=inbound.idle_timeout, on_close=record.relay_closed)
-            release = admission.release
-
-            def connected(code: ReplyCode) -> None:
-                protocol: asyncio.Protocol | None = None
-                if code == ReplyCode.OK:
-                    record.release = release
-                    protocol = relay.right
-                else:
-                    release()
-                record.replied(code)
-                answer(code, protocol)
-
-            self._local.connect_then(inbound, relay.left, self._connect_timeout, connected)
         except Exception:
             log.exception("inbound stream for %s from %s failed", request.service_id, peer_identity)
-            record.replied(ReplyCode.GENERAL_FAILURE)
-            answer(ReplyCode.GENERAL_FAILURE, None)
+            if admission is not None:
+                admission.release()
+        # Outside the try: a failing answer is the tunnel's to report, not answered again here.
+        record.replied(code)
+        answer(code, None)
+
+    def _connect(self, admission: Admission, record: ConnectionRecord, answer: Answer) -> None:
+        inbound = admission.inbound
+        relay = Relay(idle_timeout=inbound.idle_timeout, on_close=record.relay_closed)
+        release = admission.release
+
+        def connected(code: ReplyCode) -> None:
+            protocol: asyncio.Protocol | None = None
+            if code == ReplyCode.OK:
+                record.release = release
+                protocol = relay.right
+            else:
+                release()
+            record.replied(code)
+            answer(code, protocol)
+
+        self._local.connect_then(inbound, relay.left, self._connect_timeout, connected)
