@@ -13,6 +13,11 @@ import pytest
 import uvloop
 
 from meshlet import pki
+from meshlet.agent.balancer import Balancer
+from meshlet.agent.connections import ConnectionRecord
+from meshlet.agent.local import LocalServices
+from meshlet.agent.metrics import AgentMetrics
+from meshlet.agent.outbound import Connector, Outcome
 from meshlet.agent.relay import Relay
 from meshlet.agent.tunnel import (
     Answer,
@@ -27,6 +32,7 @@ from meshlet.agent.tunnel import (
     TunnelSettings,
     TunnelTimeout,
 )
+from meshlet.nodeconfig import Endpoint, LocalWorkload, NodeConfig, Route
 from meshlet.testing.certs import CertificateFactory
 from meshlet.wire.frames import INITIAL_WINDOW, FrameReader, FrameType, GoAwayCode
 from meshlet.wire.handshake import ReplyCode
@@ -974,6 +980,68 @@ async def test_early_data_rides_with_the_open_over_a_real_tunnel(
         assert early.sent, "protocol 2 was not negotiated: the bytes waited for the reply"
         await reader.eof  # the echo closes its side after our early EOF
         assert bytes(reader.data) == b"first bytes;"
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+# -- the Connector over real tunnels ------------------------------------------------------------
+
+
+def connector_for(
+    pool: TunnelPool,
+    config: Callable[[], NodeConfig | None],
+    tmp_path: Path,
+    connect_timeout: float = 10,
+) -> Connector:
+    return Connector(
+        node="node-a",
+        config=config,
+        has_certificate=lambda identity: True,
+        local=LocalServices(tmp_path, config),
+        pool=pool,
+        balancer=Balancer(),
+        connect_timeout=connect_timeout,
+    )
+
+
+def client_config(*endpoints: Endpoint) -> NodeConfig:
+    route = Route(service_id=REQUEST.service_id, endpoints=endpoints)
+    workload = LocalWorkload(
+        namespace="demo", name="client", meshlet="client", identity=CLIENT, routes=(route,)
+    )
+    return NodeConfig(node="node-a", workloads=(workload,))
+
+
+def endpoint(
+    server: TunnelServer, workload: str = "demo/echo-v1", node: str = "node-b"
+) -> Endpoint:
+    return Endpoint(node=node, address="127.0.0.1", port=server.port, workload=workload)
+
+
+def establish(connector: Connector, early: EarlyData | None = None) -> asyncio.Future[Outcome]:
+    """``connector.establish_then`` with its outcome in a future."""
+    done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client")
+    connector.establish_then("demo/client", REQUEST.service_id, record, early, done.set_result)
+    return done
+
+
+@on_uvloop
+async def test_a_pooled_connection_to_another_node_fails_over_like_a_dial(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server())
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    configs = [client_config(endpoint(server))]
+    connector = connector_for(pool, lambda: configs[-1], tmp_path)
+    try:
+        assert (await establish(connector)).code is ReplyCode.OK  # pooled, node-b
+        # The node moved: the pooled connection to that address is not node-c's agent.
+        configs.append(client_config(endpoint(server, node="node-c")))
+        assert (await establish(connector)).code is ReplyCode.CONNECT_FAILED
     finally:
         await pool.close()
         await server.close(1)

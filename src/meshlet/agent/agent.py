@@ -165,6 +165,7 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._tunnel is not None:
             await self._tunnel.close(self.settings.config.drain_timeout)
+        await self.inbound.close()  # connects to local servers the drain left under way
         await self.pool.close()
         await self.certificates.close()
         await self.admin.close()

@@ -267,17 +267,23 @@ class Connector:
         if early is not None:
             early.sent = False
         record.endpoint = target.label
-        return self._pool.open_now(
-            source_identity=plan.source,
-            peer_identity=target.peer_identity,
-            address=endpoint.address,
-            port=endpoint.port,
-            request=target.request,
-            protocol=relay.right,
-            timeout=deadline - asyncio.get_running_loop().time(),
-            early=early,
-            on_reply=replied,
-        )
+        try:
+            started = self._pool.open_now(
+                source_identity=plan.source,
+                peer_identity=target.peer_identity,
+                address=endpoint.address,
+                port=endpoint.port,
+                request=target.request,
+                protocol=relay.right,
+                timeout=deadline - asyncio.get_running_loop().time(),
+                early=early,
+                on_reply=replied,
+            )
+        except TunnelError:
+            # The pooled connection is not the endpoint's node: open_stream fails that endpoint
+            # as on the slow path (CONNECT_FAILED, try another) instead of a general failure.
+            return False
+        return started
 
     def _continue(
         self,
