@@ -1,5 +1,5 @@
-"""InboundHandler.on_open: every stream is answered exactly once, and a failure gives its
-``maxConn`` slot back."""
+"""InboundHandler.on_open: every stream is answered exactly once, a failure gives its
+``maxConn`` slot back, and closing the handler stops the connects under way."""
 
 from __future__ import annotations
 
@@ -62,3 +62,21 @@ async def test_a_failure_after_admission_answers_once_and_gives_the_slot_back(
     inbound.on_open(CALLER, REQUEST, answers)
     assert answers.codes == [ReplyCode.GENERAL_FAILURE]
     assert local.active(INBOUND.workload, INBOUND.service_id) == 0
+
+
+async def test_close_cancels_the_connects_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    connecting: list[asyncio.Task[Any] | None] = []
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        connecting.append(asyncio.current_task())
+        await asyncio.sleep(10)
+
+    monkeypatch.setattr(loop, "create_connection", hang)
+    inbound, _ = handler()
+    answers = Answers()
+    inbound.on_open(CALLER, REQUEST, answers)
+    await asyncio.sleep(0)
+    await inbound.close()
+    assert connecting and connecting[0] is not None and connecting[0].cancelled()
+    assert answers.codes == []

@@ -35,6 +35,8 @@ class InboundHandler:
         self._local = local
         self._metrics = metrics
         self._connect_timeout = connect_timeout
+        #: Connects to local servers under way, cancelled by :meth:`close`.
+        self._connecting: set[asyncio.Task[object]] = set()
 
     def on_open(self, peer_identity: str, request: OpenRequest, answer: Answer) -> None:
         record = ConnectionRecord(self._metrics, "inbound", peer_identity)
@@ -74,4 +76,13 @@ class InboundHandler:
             record.replied(code)
             answer(code, protocol)
 
-        self._local.connect_then(inbound, relay.left, self._connect_timeout, connected)
+        task = self._local.connect_then(inbound, relay.left, self._connect_timeout, connected)
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def close(self) -> None:
+        """Cancels the connects under way (the agent is stopping: their streams are gone)."""
+        tasks = list(self._connecting)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
