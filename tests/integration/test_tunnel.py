@@ -1045,3 +1045,24 @@ async def test_a_pooled_connection_to_another_node_fails_over_like_a_dial(
     finally:
         await pool.close()
         await server.close(1)
+
+
+@on_uvloop
+async def test_a_refused_fast_open_counts_against_the_refused_retries(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+    server = TunnelServer(server_ctx, echo_server(), TunnelSettings(max_incoming_streams=1))
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx, refused_retries=0)
+    config = client_config(endpoint(server))
+    connector = connector_for(pool, lambda: config, tmp_path)
+    try:
+        first = await establish(connector)
+        assert first.code is ReplyCode.OK  # holds the connection's only stream
+        # Refused once (RESET(REFUSED)) with no retry allowed: no second connection.
+        assert (await establish(connector)).code is ReplyCode.CONNECT_FAILED
+        assert pool.connections == 1
+    finally:
+        await pool.close()
+        await server.close(1)

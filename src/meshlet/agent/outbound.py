@@ -261,7 +261,7 @@ class Connector:
             elif isinstance(result, TunnelError):
                 attempts = self._attempts(plan, record, early, deadline, {target.key}, False)
             else:  # refused by a closing connection: the same endpoint again, on another one
-                attempts = self._attempts(plan, record, early, deadline, first=endpoint)
+                attempts = self._attempts(plan, record, early, deadline, first=endpoint, refused=1)
             self._continue(attempts, on_done, plan.service_id)
 
         if early is not None:
@@ -312,9 +312,11 @@ class Connector:
         tried: set[tuple[str, str]] | None = None,
         only_limits: bool = True,
         first: Endpoint | None = None,
+        refused: int = 0,
     ) -> Outcome:
         """Tries endpoints until one answers OK (see the module documentation). ``tried`` and
-        ``only_limits`` carry over from tries already made; ``first`` was picked already."""
+        ``only_limits`` carry over from tries already made; ``first`` was picked already, and
+        ``refused`` times refused by a closing connection (counted against its retries)."""
         loop = asyncio.get_running_loop()
         tried = set() if tried is None else tried
         while True:
@@ -336,7 +338,10 @@ class Connector:
             if endpoint.node == self._node:
                 code, relay = await self._open_local(plan.source, target, record, remaining)
             else:
-                code, relay = await self._open_remote(plan.source, target, record, remaining, early)
+                code, relay = await self._open_remote(
+                    plan.source, target, record, remaining, early, refused
+                )
+                refused = 0
             if code == ReplyCode.OK:
                 return Outcome(code, relay)
             if code not in _RETRYABLE:
@@ -372,6 +377,7 @@ class Connector:
         record: ConnectionRecord,
         timeout: float,
         early: EarlyData | None,
+        refused: int,
     ) -> tuple[ReplyCode, Relay | None]:
         # The receiving agent enforces the idle timeout and closes the stream.
         relay = Relay(idle_timeout=None, on_close=record.relay_closed)
@@ -386,6 +392,7 @@ class Connector:
                 protocol=relay.right,
                 timeout=timeout,
                 early=early,
+                refused=refused,
             )
         except TunnelTimeout:
             return ReplyCode.TIMEOUT, None

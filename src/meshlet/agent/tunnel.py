@@ -896,6 +896,7 @@ class TunnelPool:
         protocol: asyncio.Protocol,
         timeout: float,
         early: EarlyData | None = None,
+        refused: int = 0,
     ) -> ReplyCode:
         """Open a stream to ``request.service_id`` on the agent at ``address:port``.
 
@@ -906,11 +907,14 @@ class TunnelPool:
 
         ``early`` is sent with the OPEN when the connection speaks tunnel protocol version 2
         (``early.sent`` says so); the peer drops it unless it answers OK.
+
+        ``refused``: how many times this open was refused already (by :meth:`open_now`),
+        counted against ``refused_retries``.
         """
         if self._closed:
             raise TunnelError("the tunnel pool is closed")
         key = (source_identity, address, port)
-        retries = self.settings.refused_retries
+        retries = self.settings.refused_retries - refused
         asked = timeout
         connection = self._ready_connection(key, peer_identity)
         if connection is not None:
