@@ -110,8 +110,10 @@ class _Establishing(asyncio.Protocol):
     def _established(self, outcome: Outcome) -> None:
         transport = self._transport
         assert transport is not None
-        early = self._sent_early
-        assert early is not None
+        # Taken, so that a second call (a bug) is ignored instead of replying twice.
+        early, self._sent_early = self._sent_early, None
+        if early is None:
+            return
         if self._gone:
             if outcome.relay is not None:
                 outcome.relay.close()

@@ -213,24 +213,38 @@ class Connector:
         """:meth:`establish`, calling ``on_done(outcome)`` once instead of returning it (not
         at all when the agent stops first). See the module documentation."""
         try:
-            plan = self._prepare(workload, service_id, record)
-            if isinstance(plan, ReplyCode):
-                on_done(Outcome(plan))
-                return
-            deadline = asyncio.get_running_loop().time() + self._connect_timeout
-            endpoint = self._balancer.pick(plan.route, ready=plan.ready)
-            if (
-                endpoint is not None
-                and endpoint.node != self._node
-                and self._open_now(plan, plan.target(endpoint), record, early, deadline, on_done)
-            ):
-                return
-            attempts = self._attempts(plan, record, early, deadline, first=endpoint)
+            work = self._first_try(workload, service_id, record, early, on_done)
         except Exception:
             log.exception("establishing %s for %s failed", service_id, workload)
-            on_done(Outcome(ReplyCode.GENERAL_FAILURE))
-            return
-        self._continue(attempts, on_done, service_id)
+            work = Outcome(ReplyCode.GENERAL_FAILURE)
+        # Outside the try: a callback that raises must not be called again with another code.
+        if isinstance(work, Outcome):
+            on_done(work)
+        elif work is not None:
+            self._continue(work, on_done, service_id)
+
+    def _first_try(
+        self,
+        workload: str,
+        service_id: str,
+        record: ConnectionRecord,
+        early: EarlyData | None,
+        on_done: Callable[[Outcome], None],
+    ) -> Outcome | Coroutine[Any, Any, Outcome] | None:
+        """The answer now, the tries to continue in a task, or None: ``on_done`` is called
+        from the reply of an open on a pooled tunnel connection."""
+        plan = self._prepare(workload, service_id, record)
+        if isinstance(plan, ReplyCode):
+            return Outcome(plan)
+        deadline = asyncio.get_running_loop().time() + self._connect_timeout
+        endpoint = self._balancer.pick(plan.route, ready=plan.ready)
+        if (
+            endpoint is not None
+            and endpoint.node != self._node
+            and self._open_now(plan, plan.target(endpoint), record, early, deadline, on_done)
+        ):
+            return None
+        return self._attempts(plan, record, early, deadline, first=endpoint)
 
     def _open_now(
         self,
