@@ -1066,3 +1066,33 @@ async def test_a_refused_fast_open_counts_against_the_refused_retries(
     finally:
         await pool.close()
         await server.close(1)
+
+
+@on_uvloop
+async def test_an_open_failing_after_the_connector_closed_starts_no_task(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+    answered = asyncio.Event()
+
+    async def first_only(identity: str, request: OpenRequest) -> tuple[ReplyCode, Peer]:
+        if answered.is_set():
+            await asyncio.Event().wait()
+        answered.set()
+        return ReplyCode.OK, Peer()
+
+    server = TunnelServer(server_ctx, later(first_only))
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    config = client_config(endpoint(server))
+    connector = connector_for(pool, lambda: config, tmp_path)
+    try:
+        assert (await establish(connector)).code is ReplyCode.OK
+        done = establish(connector)  # on the pooled connection, never answered
+        connector.close()
+        await pool.close()  # fails the open: a retry would start a task nobody cancels
+        assert (await done).code is ReplyCode.NOT_READY
+        assert not connector.tasks
+        assert establish(connector).result().code is ReplyCode.NOT_READY
+    finally:
+        await server.close(0)

@@ -157,6 +157,7 @@ class Agent:
                 client_socket_path(self.run_dir, workload).unlink()
         self._client_servers.clear()
         self._upstream_servers.clear()
+        self.connector.close()  # before the snapshot: callbacks must not start new tasks
         tasks = [*self._tasks, *self.connector.tasks]
         if self._tunnel_task is not None:
             tasks.append(self._tunnel_task)

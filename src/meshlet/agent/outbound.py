@@ -133,6 +133,12 @@ class Connector:
         self._decisions: dict[tuple[str, str], ReplyCode | _Plan] = {}
         #: Establishments continuing in a task, kept so they can be cancelled on stop.
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Set by :meth:`close`: nothing new starts (callbacks still arrive as the pool closes).
+        self.closed = False
+
+    def close(self) -> None:
+        """Start no more work: the agent is stopping (it then cancels :attr:`tasks`)."""
+        self.closed = True
 
     def _decide(self, workload: str, service_id: str) -> ReplyCode | _Plan:
         """:func:`decide` and its :class:`_Plan`, memoized per config object (configs are
@@ -233,6 +239,8 @@ class Connector:
     ) -> Outcome | Coroutine[Any, Any, Outcome] | None:
         """The answer now, the tries to continue in a task, or None: ``on_done`` is called
         from the reply of an open on a pooled tunnel connection."""
+        if self.closed:
+            return Outcome(ReplyCode.NOT_READY)
         plan = self._prepare(workload, service_id, record)
         if isinstance(plan, ReplyCode):
             return Outcome(plan)
@@ -305,6 +313,12 @@ class Connector:
         on_done: Callable[[Outcome], None],
         service_id: str,
     ) -> None:
+        if self.closed:
+            # The agent is stopping: a task made now would outlive it (nobody cancels it).
+            attempts.close()
+            on_done(Outcome(ReplyCode.NOT_READY))
+            return
+
         async def run() -> None:
             try:
                 outcome = await attempts
