@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -12,9 +13,10 @@ from typing import Any, cast
 import pytest
 import uvloop
 
-from meshlet import pki
+from meshlet import pki, sdk
 from meshlet.agent.balancer import Balancer
 from meshlet.agent.connections import ConnectionRecord
+from meshlet.agent.listeners import ClientContext, HandshakeProtocol
 from meshlet.agent.local import LocalServices
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.agent.outbound import Connector, Outcome
@@ -1028,6 +1030,79 @@ def establish(connector: Connector, early: EarlyData | None = None) -> asyncio.F
 
 
 @on_uvloop
+async def test_early_data_without_an_answer_in_time_is_not_refused(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+    received: list[Peer] = []
+    release = asyncio.Event()
+
+    async def slow_after_first(identity: str, request: OpenRequest) -> tuple[ReplyCode, Peer]:
+        if received:
+            await release.wait()  # answers OK only after the dialer gave up
+        received.append(Peer())
+        return ReplyCode.OK, received[-1]
+
+    server = TunnelServer(server_ctx, later(slow_after_first))
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    config = client_config(endpoint(server))
+    connector = connector_for(pool, lambda: config, tmp_path, connect_timeout=0.5)
+    try:
+        assert (await establish(connector)).code is ReplyCode.OK  # a pooled connection
+        early = EarlyData(b"GET / HTTP/1.1\r\n\r\n")
+        outcome = await establish(connector, early)
+        assert early.sent
+        # TIMEOUT would be a HandshakeRejected: "your bytes were dropped". They may not be.
+        assert outcome.unanswered
+        assert outcome.code is ReplyCode.TIMEOUT
+        release.set()
+    finally:
+        await pool.close()
+        await server.close(1)
+
+
+@on_uvloop
+async def test_early_data_whose_tunnel_broke_is_not_sent_to_another_endpoint(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+    opened: list[int] = []  # which server got an OPEN (with the early data)
+    first_open = asyncio.Event()
+
+    def hanging(index: int) -> AsyncOnOpen:
+        async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, Peer]:
+            opened.append(index)
+            first_open.set()
+            await asyncio.Event().wait()  # never answers
+            return ReplyCode.OK, Peer()
+
+        return on_open
+
+    servers = [TunnelServer(server_ctx, later(hanging(index))) for index in range(2)]
+    for server in servers:
+        await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    config = client_config(
+        endpoint(servers[0], "demo/echo-v1"), endpoint(servers[1], "demo/echo-v2")
+    )
+    connector = connector_for(pool, lambda: config, tmp_path)
+    try:
+        early = EarlyData(b"POST /pay HTTP/1.1\r\n\r\n")
+        done = establish(connector, early)
+        await first_open.wait()
+        await servers[opened[0]].close(0)  # it has the OPEN and the early data, then breaks
+        outcome = await done
+        assert early.sent
+        assert outcome.unanswered, "CONNECT_FAILED would promise the bytes were dropped"
+        assert len(opened) == 1, "the early data was sent to a second endpoint"
+    finally:
+        await pool.close()
+        for server in servers:
+            await server.close(0)
+
+
+@on_uvloop
 async def test_a_pooled_connection_to_another_node_fails_over_like_a_dial(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
 ) -> None:
@@ -1096,3 +1171,36 @@ async def test_an_open_failing_after_the_connector_closed_starts_no_task(
         assert establish(connector).result().code is ReplyCode.NOT_READY
     finally:
         await server.close(0)
+
+
+@on_uvloop
+async def test_a_client_whose_early_data_got_no_answer_gets_no_reply_code(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path
+) -> None:
+    server_ctx, client_ctx = contexts
+
+    async def never(identity: str, request: OpenRequest) -> tuple[ReplyCode, Peer]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    server = TunnelServer(server_ctx, later(never))
+    await server.start("127.0.0.1", 0)
+    pool = pool_for(client_ctx)
+    config = client_config(endpoint(server))
+    connector = connector_for(pool, lambda: config, tmp_path, connect_timeout=0.5)
+    clients = ClientContext(connector, AgentMetrics(), handshake_timeout=10, max_pending=10)
+    with tempfile.TemporaryDirectory(prefix="ml") as meshlet_dir:  # short: a Unix socket path
+        (Path(meshlet_dir) / "client").mkdir()
+        listener = await asyncio.get_running_loop().create_unix_server(
+            lambda: HandshakeProtocol(clients, "demo/client"), Path(meshlet_dir) / "client/meshless"
+        )
+        try:
+            # The OPEN and the request left; no answer in time: they may have arrived.
+            with pytest.raises(sdk.ProtocolViolation):
+                await sdk.open_connection(
+                    REQUEST.service_id, meshlet_dir=meshlet_dir, early_data=b"POST /pay\r\n\r\n"
+                )
+        finally:
+            listener.close()
+            await pool.close()
+            await server.close(0)

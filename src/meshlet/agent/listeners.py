@@ -11,7 +11,9 @@ sends meanwhile (an unmodified client's first request, on an upstream port) is h
 ``_EARLY_LIMIT`` bytes (then reading pauses), and handed to the relay with the socket, so it
 leaves for the destination in the same step as the ``OK`` is handled instead of one read later.
 An end-of-file seen meanwhile is passed on after those bytes. After any other code the held
-bytes are discarded.
+bytes are discarded. When the held bytes left with the tunnel OPEN and no answer came (the
+open timed out, the tunnel broke), the client is closed without a reply code: whether they
+reached the destination is unknown.
 
 Protection against bad clients: a client that has not sent its whole request within the
 handshake timeout is closed; at most ``maxPendingHandshakes`` connections may be in their
@@ -120,6 +122,11 @@ class _Establishing(asyncio.Protocol):
             self._record.abandon()
             return
         self._record.replied(outcome.code)
+        if outcome.unanswered:
+            # The early data may be at the destination: a reply code would say it is not (a
+            # refusal) or let the client send it again. Closing without one says "unknown".
+            transport.close()
+            return
         if self.replies:
             transport.write(encode_reply(outcome.code))
         if outcome.relay is None:

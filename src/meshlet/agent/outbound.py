@@ -14,6 +14,10 @@ timeout passes. The answer is then ``CONNECTION_LIMIT`` if every try hit a limit
 ``CONNECT_FAILED``; ``TIMEOUT`` when the deadline passed. Any other code from the far side
 (``ACCESS_DENIED``: the server side disagrees with our config) is final.
 
+A try whose early data went out with the OPEN and that got no answer (the open timed out, the
+tunnel broke) is final too, and its outcome is ``unanswered``: the destination may have the
+bytes, so retrying could deliver them twice and a refusal code would promise they were dropped.
+
 On ``OK`` the destination side of a new :class:`~meshlet.agent.relay.Relay` (its ``right``) is
 connected; the caller sends the reply and attaches the client transport as the relay's ``left``.
 
@@ -69,6 +73,15 @@ class Outcome:
     code: ReplyCode
     #: The relay whose ``right`` side is connected to the destination (``OK`` only).
     relay: Relay | None = None
+    #: The client's early data left but no answer came: it may have reached the destination,
+    #: so the client must get no reply code; ``code`` is what metrics and the access log say.
+    unanswered: bool = False
+
+
+def _no_answer(error: TunnelError, early: EarlyData | None) -> Outcome:
+    """The outcome of a tunnel open that got no answer (see the module documentation)."""
+    code = ReplyCode.TIMEOUT if isinstance(error, TunnelTimeout) else ReplyCode.CONNECT_FAILED
+    return Outcome(code, unanswered=early is not None and early.sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,10 +290,10 @@ class Connector:
                     return
                 tried, only_limits = {target.key}, result == ReplyCode.CONNECTION_LIMIT
                 attempts = self._attempts(plan, record, early, deadline, tried, only_limits)
-            elif isinstance(result, TunnelTimeout):
-                on_done(Outcome(ReplyCode.TIMEOUT))
-                return
             elif isinstance(result, TunnelError):
+                if isinstance(result, TunnelTimeout) or (early is not None and early.sent):
+                    on_done(_no_answer(result, early))
+                    return
                 attempts = self._attempts(plan, record, early, deadline, {target.key}, False)
             else:  # refused by a closing connection: the same endpoint again, on another one
                 attempts = self._attempts(plan, record, early, deadline, first=endpoint, refused=1)
@@ -364,16 +377,15 @@ class Connector:
             if early is not None:
                 early.sent = False  # a refused attempt's early data was dropped by its peer
             if endpoint.node == self._node:
-                code, relay = await self._open_local(plan.source, target, record, remaining)
+                outcome = await self._open_local(plan.source, target, record, remaining)
             else:
-                code, relay = await self._open_remote(
+                outcome = await self._open_remote(
                     plan.source, target, record, remaining, early, refused
                 )
                 refused = 0
-            if code == ReplyCode.OK:
-                return Outcome(code, relay)
-            if code not in _RETRYABLE:
-                return Outcome(code)
+            code = outcome.code
+            if code not in _RETRYABLE or outcome.unanswered:
+                return outcome
             only_limits = only_limits and code == ReplyCode.CONNECTION_LIMIT
         if not tried:
             return Outcome(ReplyCode.NO_ENDPOINT)
@@ -385,18 +397,18 @@ class Connector:
         target: _Target,
         record: ConnectionRecord,
         timeout: float,
-    ) -> tuple[ReplyCode, Relay | None]:
+    ) -> Outcome:
         admission = self._local.admit(source, target.request.service_id, target.endpoint.workload)
         if isinstance(admission, ReplyCode):
-            return admission, None
+            return Outcome(admission)
         # Same node: this agent is also the receiving side, so it enforces the idle timeout.
         relay = Relay(idle_timeout=admission.inbound.idle_timeout, on_close=record.relay_closed)
         code = await self._local.connect(admission.inbound, relay.right, timeout)
         if code == ReplyCode.OK:
             record.release = admission.release
-            return code, relay
+            return Outcome(code, relay)
         admission.release()
-        return code, None
+        return Outcome(code)
 
     async def _open_remote(
         self,
@@ -406,7 +418,7 @@ class Connector:
         timeout: float,
         early: EarlyData | None,
         refused: int,
-    ) -> tuple[ReplyCode, Relay | None]:
+    ) -> Outcome:
         # The receiving agent enforces the idle timeout and closes the stream.
         relay = Relay(idle_timeout=None, on_close=record.relay_closed)
         endpoint = target.endpoint
@@ -422,8 +434,6 @@ class Connector:
                 early=early,
                 refused=refused,
             )
-        except TunnelTimeout:
-            return ReplyCode.TIMEOUT, None
-        except TunnelError:
-            return ReplyCode.CONNECT_FAILED, None
-        return code, relay if code == ReplyCode.OK else None
+        except TunnelError as exc:
+            return _no_answer(exc, early)
+        return Outcome(code, relay if code == ReplyCode.OK else None)

@@ -931,6 +931,7 @@ class TunnelPool:
                 return await future
             except _Refused:
                 connection.go_away()  # it is closing: use (or dial) another
+                _dropped(early)
                 retries -= 1
                 timeout = deadline - loop.time()
             except _OpenExpired:
@@ -950,6 +951,7 @@ class TunnelPool:
                         return await self._open_on(connection, request, protocol, early)
                     except _Refused:
                         connection.go_away()  # it is closing: use (or dial) another
+                        _dropped(early)
                 raise TunnelError(f"{address}:{port} keeps refusing new streams")
         except TimeoutError:
             raise TunnelTimeout(
@@ -1157,6 +1159,12 @@ class _ReplyCallback:
         except Exception:
             # It runs inside the connection's dispatch: other streams' events must go on.
             log.exception("the callback of a stream open to %s failed", self._peer)
+
+
+def _dropped(early: EarlyData | None) -> None:
+    """A refused stream's early data was dropped by the peer: it is not at the destination."""
+    if early is not None:
+        early.sent = False
 
 
 def _expire_open(connection: TunnelConnection, stream_id: int, future: _ReplyWaiter) -> None:
