@@ -403,7 +403,11 @@ class Connector:
             return Outcome(admission)
         # Same node: this agent is also the receiving side, so it enforces the idle timeout.
         relay = Relay(idle_timeout=admission.inbound.idle_timeout, on_close=record.relay_closed)
-        code = await self._local.connect(admission.inbound, relay.right, timeout)
+        try:
+            code = await self._local.connect(admission.inbound, relay.right, timeout)
+        except BaseException:  # cancelled (the agent stopping): connect closed what it made
+            admission.release()
+            raise
         if code == ReplyCode.OK:
             record.release = admission.release
             return Outcome(code, relay)
