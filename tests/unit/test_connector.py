@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -13,8 +13,9 @@ from meshlet.agent.balancer import Balancer
 from meshlet.agent.connections import ConnectionRecord
 from meshlet.agent.local import LocalServices
 from meshlet.agent.metrics import AgentMetrics
-from meshlet.agent.outbound import Connector, Outcome, _Target
-from meshlet.agent.tunnel import TunnelPool
+from meshlet.agent.outbound import Connector, Outcome, _remote_outcome, _Target
+from meshlet.agent.relay import Relay
+from meshlet.agent.tunnel import EarlyData, TunnelError, TunnelPool, TunnelTimeout
 from meshlet.nodeconfig import Endpoint, Inbound, NodeConfig
 from meshlet.wire.frames import OpenRequest
 from meshlet.wire.handshake import ReplyCode
@@ -90,3 +91,42 @@ async def test_a_cancelled_local_open_gives_its_max_conn_slot_back(tmp_path: Pat
     with pytest.raises(asyncio.CancelledError):
         await opening
     assert local.active("demo/echo", "echo.echo.demo") == 0
+
+
+_RELAY = cast(Relay, object())  # passed through on OK, never used
+
+
+def _early(sent: bool) -> EarlyData:
+    return EarlyData(b"GET / HTTP/1.1\r\n\r\n", sent=sent)
+
+
+@pytest.mark.parametrize(
+    ("result", "early", "code", "retryable", "unanswered"),
+    [
+        (ReplyCode.ACCESS_DENIED, None, ReplyCode.ACCESS_DENIED, False, False),
+        (ReplyCode.CONNECTION_LIMIT, _early(True), ReplyCode.CONNECTION_LIMIT, True, False),
+        (ReplyCode.CONNECT_FAILED, _early(True), ReplyCode.CONNECT_FAILED, True, False),
+        (TunnelError("lost"), None, ReplyCode.CONNECT_FAILED, True, False),
+        (TunnelError("lost"), _early(False), ReplyCode.CONNECT_FAILED, True, False),
+        (TunnelError("lost"), _early(True), ReplyCode.CONNECT_FAILED, False, True),
+        (TunnelTimeout("late"), None, ReplyCode.TIMEOUT, False, False),
+        (TunnelTimeout("late"), _early(True), ReplyCode.TIMEOUT, False, True),
+    ],
+)
+def test_a_remote_open_result_decides_between_answer_retry_and_no_reply(
+    result: ReplyCode | TunnelError,
+    early: EarlyData | None,
+    code: ReplyCode,
+    retryable: bool,
+    unanswered: bool,
+) -> None:
+    """A refusal code is final unless another endpoint could take the connection; an open
+    without an answer is retried only when no early data may have reached the destination."""
+    outcome = _remote_outcome(result, early, _RELAY)
+    assert (outcome.code, outcome.retryable, outcome.unanswered) == (code, retryable, unanswered)
+    assert outcome.relay is None
+
+
+def test_an_ok_remote_open_hands_over_its_relay() -> None:
+    outcome = _remote_outcome(ReplyCode.OK, _early(True), _RELAY)
+    assert (outcome.code, outcome.relay, outcome.retryable) == (ReplyCode.OK, _RELAY, False)

@@ -77,11 +77,24 @@ class Outcome:
     #: so the client must get no reply code; ``code`` is what metrics and the access log say.
     unanswered: bool = False
 
+    @property
+    def retryable(self) -> bool:
+        """Another endpoint may be tried: this one could not take the connection, and the
+        client's early data is known not to have reached it."""
+        return self.code in _RETRYABLE and not self.unanswered
 
-def _no_answer(error: TunnelError, early: EarlyData | None) -> Outcome:
-    """The outcome of a tunnel open that got no answer (see the module documentation)."""
-    code = ReplyCode.TIMEOUT if isinstance(error, TunnelTimeout) else ReplyCode.CONNECT_FAILED
-    return Outcome(code, unanswered=early is not None and early.sent)
+
+def _remote_outcome(
+    result: ReplyCode | TunnelError, early: EarlyData | None, relay: Relay
+) -> Outcome:
+    """What a tunnel open's result means, on both the callback and the task path: the peer's
+    code (with OK, ``relay`` is connected); an open that got no answer is ``TIMEOUT`` when its
+    deadline passed, else ``CONNECT_FAILED``, and ``unanswered`` when early data went with it
+    (see the module documentation)."""
+    if isinstance(result, TunnelError):
+        code = ReplyCode.TIMEOUT if isinstance(result, TunnelTimeout) else ReplyCode.CONNECT_FAILED
+        return Outcome(code, unanswered=early is not None and early.sent)
+    return Outcome(result, relay if result == ReplyCode.OK else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,22 +294,15 @@ class Connector:
         endpoint = target.endpoint
 
         def replied(result: OpenResult) -> None:
-            if isinstance(result, ReplyCode):
-                if result == ReplyCode.OK:
-                    on_done(Outcome(result, relay))
-                    return
-                if result not in _RETRYABLE:
-                    on_done(Outcome(result))
-                    return
-                tried, only_limits = {target.key}, result == ReplyCode.CONNECTION_LIMIT
-                attempts = self._attempts(plan, record, early, deadline, tried, only_limits)
-            elif isinstance(result, TunnelError):
-                if isinstance(result, TunnelTimeout) or (early is not None and early.sent):
-                    on_done(_no_answer(result, early))
-                    return
-                attempts = self._attempts(plan, record, early, deadline, {target.key}, False)
-            else:  # refused by a closing connection: the same endpoint again, on another one
+            if result is None:  # refused by a closing connection: the same endpoint, elsewhere
                 attempts = self._attempts(plan, record, early, deadline, first=endpoint, refused=1)
+            else:
+                outcome = _remote_outcome(result, early, relay)
+                if not outcome.retryable:
+                    on_done(outcome)
+                    return
+                only_limits = outcome.code == ReplyCode.CONNECTION_LIMIT
+                attempts = self._attempts(plan, record, early, deadline, {target.key}, only_limits)
             self._continue(attempts, on_done, plan.service_id)
 
         if early is not None:
@@ -383,10 +389,9 @@ class Connector:
                     plan.source, target, record, remaining, early, refused
                 )
                 refused = 0
-            code = outcome.code
-            if code not in _RETRYABLE or outcome.unanswered:
+            if not outcome.retryable:
                 return outcome
-            only_limits = only_limits and code == ReplyCode.CONNECTION_LIMIT
+            only_limits = only_limits and outcome.code == ReplyCode.CONNECTION_LIMIT
         if not tried:
             return Outcome(ReplyCode.NO_ENDPOINT)
         return Outcome(ReplyCode.CONNECTION_LIMIT if only_limits else ReplyCode.CONNECT_FAILED)
@@ -426,8 +431,9 @@ class Connector:
         # The receiving agent enforces the idle timeout and closes the stream.
         relay = Relay(idle_timeout=None, on_close=record.relay_closed)
         endpoint = target.endpoint
+        result: ReplyCode | TunnelError
         try:
-            code = await self._pool.open_stream(
+            result = await self._pool.open_stream(
                 source_identity=source,
                 peer_identity=target.peer_identity,
                 address=endpoint.address,
@@ -439,5 +445,5 @@ class Connector:
                 refused=refused,
             )
         except TunnelError as exc:
-            return _no_answer(exc, early)
-        return Outcome(code, relay if code == ReplyCode.OK else None)
+            result = exc
+        return _remote_outcome(result, early, relay)
