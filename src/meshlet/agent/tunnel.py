@@ -60,7 +60,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from meshlet.agent.deadlines import Deadline, Deadlines
 from meshlet.agent.sockopts import set_nodelay
@@ -139,13 +139,10 @@ class _Refused(Exception):
     """The peer refused a stream without processing it (RESET(REFUSED)): retry elsewhere."""
 
 
-class _ReplyWaiter(Protocol):
-    """What waits for an OPEN's reply: an ``asyncio.Future`` or a :class:`_ReplyCallback`."""
-
-    def done(self) -> bool: ...
-    def cancelled(self) -> bool: ...
-    def set_result(self, result: ReplyCode, /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
+#: How an OPEN ended, for :meth:`TunnelConnection.open_then`'s callback: the peer's reply code;
+#: :class:`_Refused`; or a :class:`TunnelError` (stream reset, connection lost; the pool's
+#: :class:`TunnelTimeout` when its deadline passed).
+_Reply = ReplyCode | _Refused | TunnelError
 
 
 #: What :meth:`TunnelPool.open_now` hands its callback: the peer's reply code; a
@@ -430,7 +427,11 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self._on_lost = on_lost
         self._idle_close = idle_close
         self._streams: dict[int, MuxStream] = {}
-        self._opening: dict[int, tuple[_ReplyWaiter, asyncio.Protocol, OpenRequest, bool]] = {}
+        #: Streams waiting for their reply: the opener's callback, protocol, request and
+        #: whether CLOSE went with the OPEN.
+        self._opening: dict[
+            int, tuple[Callable[[_Reply], None], asyncio.Protocol, OpenRequest, bool]
+        ] = {}
         self._accepting: set[int] = set()  # streams on_open has not answered yet
         self._flush_handle: asyncio.Handle | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -501,10 +502,9 @@ class TunnelConnection(asyncio.BufferedProtocol):
         for stream in list(self._streams.values()):
             stream._finish(error)
         self._streams.clear()
-        for future, _, _, _ in self._opening.values():
-            if not future.done():
-                future.set_exception(TunnelError(f"tunnel connection to {self.peername} lost"))
-        self._opening.clear()
+        opening, self._opening = self._opening, {}
+        for on_reply, _, _, _ in opening.values():
+            on_reply(TunnelError(f"tunnel connection to {self.peername} lost"))
         if not self._drained.done():
             self._drained.set_result(None)
         if not self.closed.done():
@@ -532,21 +532,24 @@ class TunnelConnection(asyncio.BufferedProtocol):
     def open(
         self, request: OpenRequest, protocol: asyncio.Protocol, early: EarlyData | None = None
     ) -> tuple[int, asyncio.Future[ReplyCode]]:
-        """Queue OPEN; the future gets the reply code (OK: ``protocol`` is connected).
-
-        ``early`` goes out right behind the OPEN when the peer speaks version 2 (``early.sent``
-        tells whether it did)."""
+        """:meth:`open_then` with the reply in a future: the reply code as its result, the
+        callback's exceptions as its exception."""
         future: asyncio.Future[ReplyCode] = self.loop.create_future()
-        return self.open_for(request, protocol, early, future), future
+        return self.open_then(request, protocol, early, functools.partial(_settle, future)), future
 
-    def open_for(
+    def open_then(
         self,
         request: OpenRequest,
         protocol: asyncio.Protocol,
         early: EarlyData | None,
-        waiter: _ReplyWaiter,
+        on_reply: Callable[[_Reply], None],
     ) -> int:
-        """:meth:`open` with the reply going to ``waiter``; returns the stream id."""
+        """Queue OPEN; returns the stream id. ``on_reply`` is called once, unless the opener
+        gives up first (:meth:`cancel_open`), with how the open ended (:data:`_Reply`); with
+        OK, ``protocol`` is connected before.
+
+        ``early`` goes out right behind the OPEN when the peer speaks version 2 (``early.sent``
+        tells whether it did)."""
         session = self.session
         stream_id = session.open_stream(request)
         eof_sent = False
@@ -558,21 +561,23 @@ class TunnelConnection(asyncio.BufferedProtocol):
                 if early.eof:
                     session.close_stream(stream_id)
                     eof_sent = True
-        self._opening[stream_id] = (waiter, protocol, request, eof_sent)
+        self._opening[stream_id] = (on_reply, protocol, request, eof_sent)
         self._idle_since = None
         self.schedule_flush()
         return stream_id
 
-    def cancel_open(self, stream_id: int, future: _ReplyWaiter) -> None:
-        """The opener gave up: reset the stream, or abort it if it was connected meanwhile."""
-        self._opening.pop(stream_id, None)
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.abort()
-        elif future.cancelled() or not future.done():
+    def cancel_open(self, stream_id: int) -> bool:
+        """The opener gave up: reset the stream, or abort it if it was connected meanwhile.
+        True when it was still waiting for its reply (its callback will not be called)."""
+        if self._opening.pop(stream_id, None) is not None:
             self.session.reset_stream(stream_id)
             self.schedule_flush()
             self._check_drained()
+            return True
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.abort()
+        return False
 
     def go_away(self) -> None:
         """Take no new streams; close once the open ones end."""
@@ -709,16 +714,11 @@ class TunnelConnection(asyncio.BufferedProtocol):
 
     def _replied(self, event: StreamReplied) -> None:
         entry = self._opening.pop(event.stream_id, None)
-        if entry is None:
+        if entry is None:  # the opener gave up
             if event.code is ReplyCode.OK:
                 self.session.reset_stream(event.stream_id)
             return
-        future, protocol, request, eof_sent = entry
-        if future.done():  # the opener gave up
-            if event.code is ReplyCode.OK:
-                self.session.reset_stream(event.stream_id)
-            self._check_drained()
-            return
+        on_reply, protocol, request, eof_sent = entry
         if event.code is ReplyCode.OK:
             stream = MuxStream(self, event.stream_id, protocol, request)
             stream._eof_written = eof_sent
@@ -726,19 +726,16 @@ class TunnelConnection(asyncio.BufferedProtocol):
             protocol.connection_made(stream)
         else:
             self._check_drained()
-        future.set_result(event.code)
+        on_reply(event.code)
 
     def _reset(self, event: StreamReset) -> None:
         entry = self._opening.pop(event.stream_id, None)
         if entry is not None:
-            future = entry[0]
-            if not future.done():
-                if event.code is ResetCode.REFUSED:
-                    future.set_exception(_Refused())
-                else:
-                    future.set_exception(
-                        TunnelError(f"the peer reset stream {event.stream_id} while opening")
-                    )
+            on_reply = entry[0]
+            if event.code is ResetCode.REFUSED:
+                on_reply(_Refused())
+            else:
+                on_reply(TunnelError(f"the peer reset stream {event.stream_id} while opening"))
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             stream._finish(ConnectionResetError(f"the peer reset the stream ({event.code.name})"))
@@ -923,10 +920,13 @@ class TunnelPool:
             # path's timeout and coroutines were ~6% of the dialing agent's CPU per open).
             loop = connection.loop
             deadline = loop.time() + timeout
-            stream_id, future = connection.open(request, protocol, early)
-            timer = self._deadlines.call_later(
-                timeout, functools.partial(_expire_open, connection, stream_id, future)
+            future: asyncio.Future[ReplyCode] = loop.create_future()
+            on_reply = functools.partial(_settle, future)
+            stream_id = connection.open_then(request, protocol, early, on_reply)
+            expire = functools.partial(
+                _expire_open, connection, stream_id, on_reply, address, port, asked
             )
+            timer = self._deadlines.call_later(timeout, expire)
             try:
                 return await future
             except _Refused:
@@ -934,12 +934,8 @@ class TunnelPool:
                 _dropped(early)
                 retries -= 1
                 timeout = deadline - loop.time()
-            except _OpenExpired:
-                raise TunnelTimeout(
-                    f"no reply from the tunnel at {address}:{port} within {asked}s"
-                ) from None
             except asyncio.CancelledError:
-                connection.cancel_open(stream_id, future)
+                connection.cancel_open(stream_id)
                 raise
             finally:
                 timer.cancel()
@@ -984,10 +980,11 @@ class TunnelPool:
         connection = self._ready_connection((source_identity, address, port), peer_identity)
         if connection is None:
             return False
-        waiter = _ReplyCallback(connection, on_reply, f"{address}:{port}", timeout)
-        stream_id = connection.open_for(request, protocol, early, waiter)
-        waiter.timer = self._deadlines.call_later(
-            timeout, functools.partial(_expire_open, connection, stream_id, waiter)
+        replied = _Replied(connection, on_reply)
+        stream_id = connection.open_then(request, protocol, early, replied)
+        replied.timer = self._deadlines.call_later(
+            timeout,
+            functools.partial(_expire_open, connection, stream_id, replied, address, port, timeout),
         )
         return True
 
@@ -1002,7 +999,7 @@ class TunnelPool:
         try:
             return await future
         except asyncio.CancelledError:
-            connection.cancel_open(stream_id, future)
+            connection.cancel_open(stream_id)
             raise
 
     def _ready_connection(self, key: _PoolKey, peer_identity: str) -> TunnelConnection | None:
@@ -1105,60 +1102,43 @@ class TunnelPool:
         await _close_all(connections)
 
 
-class _OpenExpired(Exception):
-    """The deadline of an open on the pool's fast path passed before the reply."""
+class _Replied:
+    """The callback of an :meth:`TunnelPool.open_now`'s OPEN: hands how it ended to the
+    caller's callback (a refusal by a closing connection as ``None``) and ends the deadline."""
 
-
-class _ReplyCallback:
-    """The waiter of :meth:`TunnelPool.open_now`: hands the outcome to a plain callback at once."""
-
-    __slots__ = ("_callback", "_connection", "_done", "_peer", "_timeout", "timer")
+    __slots__ = ("_callback", "_connection", "timer")
 
     def __init__(
-        self,
-        connection: TunnelConnection,
-        callback: Callable[[OpenResult], None],
-        peer: str,
-        timeout: float,
+        self, connection: TunnelConnection, callback: Callable[[OpenResult], None]
     ) -> None:
         self._connection = connection
         self._callback = callback
-        self._peer = peer
-        self._timeout = timeout
-        self._done = False
         self.timer: Deadline | None = None
 
-    def done(self) -> bool:
-        return self._done
-
-    def cancelled(self) -> bool:
-        return False
-
-    def set_result(self, result: ReplyCode, /) -> None:
-        self._finish(result)
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        if isinstance(exception, _Refused):
-            self._connection.go_away()  # it is closing: the retry uses (or dials) another
-            self._finish(None)
-        elif isinstance(exception, _OpenExpired):
-            self._finish(
-                TunnelTimeout(f"no reply from the tunnel at {self._peer} within {self._timeout}s")
-            )
-        elif isinstance(exception, TunnelError):
-            self._finish(exception)
-        else:
-            self._finish(TunnelError(f"opening a stream to {self._peer} failed: {exception!r}"))
-
-    def _finish(self, result: OpenResult) -> None:
-        self._done = True
+    def __call__(self, reply: _Reply) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        result: OpenResult
+        if isinstance(reply, _Refused):
+            self._connection.go_away()  # it is closing: the retry uses (or dials) another
+            result = None
+        else:
+            result = reply
         try:
             self._callback(result)
         except Exception:
             # It runs inside the connection's dispatch: other streams' events must go on.
-            log.exception("the callback of a stream open to %s failed", self._peer)
+            log.exception("the callback of a stream open to %s failed", self._connection.peername)
+
+
+def _settle(future: asyncio.Future[ReplyCode], reply: _Reply) -> None:
+    """An awaited open's end, as its future's result or exception."""
+    if future.cancelled():
+        return  # the opener gave up: its cancel_open aborts a stream connected meanwhile
+    if isinstance(reply, ReplyCode):
+        future.set_result(reply)
+    else:
+        future.set_exception(reply)
 
 
 def _dropped(early: EarlyData | None) -> None:
@@ -1167,11 +1147,17 @@ def _dropped(early: EarlyData | None) -> None:
         early.sent = False
 
 
-def _expire_open(connection: TunnelConnection, stream_id: int, future: _ReplyWaiter) -> None:
+def _expire_open(
+    connection: TunnelConnection,
+    stream_id: int,
+    on_reply: Callable[[_Reply], None],
+    address: str,
+    port: int,
+    timeout: float,
+) -> None:
     """Deadline of a fast-path open: abandon the stream (RESET) and fail the opener."""
-    if not future.done():
-        connection.cancel_open(stream_id, future)
-        future.set_exception(_OpenExpired())
+    if connection.cancel_open(stream_id):
+        on_reply(TunnelTimeout(f"no reply from the tunnel at {address}:{port} within {timeout}s"))
 
 
 async def _close_all(connections: list[TunnelConnection]) -> None:

@@ -1,0 +1,103 @@
+"""A dialing TunnelConnection's opens, driven over an in-memory wire: how each open ends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from meshlet.agent.tunnel import TunnelConnection, TunnelError, TunnelSettings
+from meshlet.wire.frames import OpenRequest, ResetCode
+from meshlet.wire.handshake import ReplyCode
+from meshlet.wire.mux import Event, Session, StreamOpened, StreamReset
+
+REQUEST = OpenRequest("echo.echo.demo", "demo/echo-v1")
+
+
+class _Wire(asyncio.Transport):
+    """The TLS transport's place: keeps what the connection writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = bytearray()
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.sent += data
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.sent += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+
+class _Peer(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.made = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made = True
+
+
+class _Link:
+    """A dialing connection and the accepting side's session."""
+
+    def __init__(self) -> None:
+        self.connection = TunnelConnection(client=True, settings=TunnelSettings())
+        self.wire = _Wire()
+        # What connection_made takes from a verified TLS transport.
+        self.connection.transport = self.wire
+        self.connection.peer_identity = "spiffe://meshlet.local/node/node-b"
+        self.acceptor = Session(client=False)
+
+    async def to_acceptor(self) -> list[Event]:
+        await asyncio.sleep(0)  # the connection flushes once per loop turn
+        sent, self.wire.sent = bytes(self.wire.sent), bytearray()
+        return self.acceptor.receive_data(sent)
+
+    def to_dialer(self) -> None:
+        self.connection.data_received(self.acceptor.data_to_send())
+
+
+async def test_an_open_is_called_back_once_with_its_protocol_connected_first() -> None:
+    link = _Link()
+    peer = _Peer()
+    calls: list[tuple[object, bool]] = []
+    stream_id = link.connection.open_then(
+        REQUEST, peer, None, lambda reply: calls.append((reply, peer.made))
+    )
+    assert await link.to_acceptor() == [StreamOpened(stream_id, REQUEST)]
+    link.acceptor.reply(stream_id, ReplyCode.OK)
+    link.to_dialer()
+    assert calls == [(ReplyCode.OK, True)]
+    assert not link.connection.cancel_open(stream_id), "answered already"
+
+
+async def test_an_open_given_up_is_reset_and_not_called_back() -> None:
+    link = _Link()
+    peer = _Peer()
+    calls: list[object] = []
+    stream_id = link.connection.open_then(REQUEST, peer, None, calls.append)
+    await link.to_acceptor()
+    assert link.connection.cancel_open(stream_id)
+    assert not link.connection.cancel_open(stream_id)
+    link.acceptor.reply(stream_id, ReplyCode.OK)  # crossed the RESET on the wire
+    link.to_dialer()
+    assert calls == []
+    assert not peer.made
+    assert StreamReset(stream_id, ResetCode.CANCEL) in await link.to_acceptor()
+
+
+async def test_opens_waiting_when_the_connection_is_lost_end_with_a_tunnel_error() -> None:
+    link = _Link()
+    calls: list[object] = []
+    link.connection.open_then(REQUEST, _Peer(), None, calls.append)
+    stream_id, future = link.connection.open(REQUEST, _Peer())
+    link.connection.connection_lost(None)
+    assert len(calls) == 1 and isinstance(calls[0], TunnelError)
+    assert isinstance(future.exception(), TunnelError)
+    assert not link.connection.cancel_open(stream_id)
