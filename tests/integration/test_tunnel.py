@@ -576,20 +576,22 @@ async def test_no_reply_in_time_on_an_established_connection_raises_tunnel_timeo
 def open_now(
     pool: TunnelPool, server: TunnelServer, protocol: asyncio.Protocol, timeout: float = 10
 ) -> tuple[bool, asyncio.Future[OpenResult]]:
-    """``pool.open_now`` with its callback's result in a future."""
+    """``pool.open_now`` with its callback's result in a future; False: no connection ready."""
     result: asyncio.Future[OpenResult] = asyncio.get_running_loop().create_future()
-    started = pool.open_now(
-        source_identity=CLIENT,
-        peer_identity=NODE,
-        address="127.0.0.1",
-        port=server.port,
+    connection = pool.ready_connection(
+        source_identity=CLIENT, peer_identity=NODE, address="127.0.0.1", port=server.port
+    )
+    if connection is None:
+        return False, result
+    pool.open_now(
+        connection,
         request=REQUEST,
         protocol=protocol,
         timeout=timeout,
         early=None,
         on_reply=result.set_result,
     )
-    return started, result
+    return True, result
 
 
 @on_uvloop

@@ -290,8 +290,21 @@ class Connector:
         on_done: Callable[[Outcome], None],
     ) -> bool:
         """The first try on a tunnel connection that is open; False when none is."""
-        relay = Relay(idle_timeout=None, on_close=record.relay_closed)
         endpoint = target.endpoint
+        try:
+            connection = self._pool.ready_connection(
+                source_identity=plan.source,
+                peer_identity=target.peer_identity,
+                address=endpoint.address,
+                port=endpoint.port,
+            )
+        except TunnelError:
+            # The pooled connection is not the endpoint's node: open_stream fails that endpoint
+            # as on the slow path (CONNECT_FAILED, try another) instead of a general failure.
+            return False
+        if connection is None:
+            return False
+        relay = Relay(idle_timeout=None, on_close=record.relay_closed)
 
         def replied(result: OpenResult) -> None:
             if result is None:  # refused by a closing connection: the same endpoint, elsewhere
@@ -305,26 +318,16 @@ class Connector:
                 attempts = self._attempts(plan, record, early, deadline, {target.key}, only_limits)
             self._continue(attempts, on_done, plan.service_id)
 
-        if early is not None:
-            early.sent = False
         record.endpoint = target.label
-        try:
-            started = self._pool.open_now(
-                source_identity=plan.source,
-                peer_identity=target.peer_identity,
-                address=endpoint.address,
-                port=endpoint.port,
-                request=target.request,
-                protocol=relay.right,
-                timeout=deadline - asyncio.get_running_loop().time(),
-                early=early,
-                on_reply=replied,
-            )
-        except TunnelError:
-            # The pooled connection is not the endpoint's node: open_stream fails that endpoint
-            # as on the slow path (CONNECT_FAILED, try another) instead of a general failure.
-            return False
-        return started
+        self._pool.open_now(
+            connection,
+            request=target.request,
+            protocol=relay.right,
+            timeout=deadline - asyncio.get_running_loop().time(),
+            early=early,
+            on_reply=replied,
+        )
+        return True
 
     def _continue(
         self,

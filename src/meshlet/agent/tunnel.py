@@ -923,10 +923,9 @@ class TunnelPool:
             future: asyncio.Future[ReplyCode] = loop.create_future()
             on_reply = functools.partial(_settle, future)
             stream_id = connection.open_then(request, protocol, early, on_reply)
-            expire = functools.partial(
-                _expire_open, connection, stream_id, on_reply, address, port, asked
+            timer = self._deadlines.call_later(
+                timeout, functools.partial(_expire_open, connection, stream_id, on_reply, asked)
             )
-            timer = self._deadlines.call_later(timeout, expire)
             try:
                 return await future
             except _Refused:
@@ -954,39 +953,36 @@ class TunnelPool:
                 f"no reply from the tunnel at {address}:{port} within {asked}s"
             ) from None
 
+    def ready_connection(
+        self, *, source_identity: str, peer_identity: str, address: str, port: int
+    ) -> TunnelConnection | None:
+        """A pooled connection that takes a stream now, for :meth:`open_now`; None when there
+        is none (the caller uses :meth:`open_stream`, which dials). Raises
+        :class:`TunnelError` when the pooled connection is not ``peer_identity``."""
+        if self._closed:
+            return None
+        return self._ready_connection((source_identity, address, port), peer_identity)
+
     def open_now(
         self,
+        connection: TunnelConnection,
         *,
-        source_identity: str,
-        peer_identity: str,
-        address: str,
-        port: int,
         request: OpenRequest,
         protocol: asyncio.Protocol,
         timeout: float,
         early: EarlyData | None,
         on_reply: Callable[[OpenResult], None],
-    ) -> bool:
-        """:meth:`open_stream` without a task, when a pooled connection takes the stream now.
-
-        Returns False, having done nothing, when no connection is ready (the caller uses
-        :meth:`open_stream`, which dials). Otherwise OPEN is queued and ``on_reply`` is called
-        once, from the reply's dispatch (the same loop turn the reply arrives in, where an
-        awaiting task would resume one turn later), with an :data:`OpenResult`. Raises
-        :class:`TunnelError` when the pooled connection is not ``peer_identity``.
+    ) -> None:
+        """:meth:`open_stream` without a task, on a connection :meth:`ready_connection` gave
+        in this loop turn. OPEN is queued and ``on_reply`` is called once, from the reply's
+        dispatch (the same loop turn the reply arrives in, where an awaiting task would resume
+        one turn later), with an :data:`OpenResult`.
         """
-        if self._closed:
-            return False
-        connection = self._ready_connection((source_identity, address, port), peer_identity)
-        if connection is None:
-            return False
         replied = _Replied(connection, on_reply)
         stream_id = connection.open_then(request, protocol, early, replied)
         replied.timer = self._deadlines.call_later(
-            timeout,
-            functools.partial(_expire_open, connection, stream_id, replied, address, port, timeout),
+            timeout, functools.partial(_expire_open, connection, stream_id, replied, timeout)
         )
-        return True
 
     async def _open_on(
         self,
@@ -1151,13 +1147,11 @@ def _expire_open(
     connection: TunnelConnection,
     stream_id: int,
     on_reply: Callable[[_Reply], None],
-    address: str,
-    port: int,
     timeout: float,
 ) -> None:
     """Deadline of a fast-path open: abandon the stream (RESET) and fail the opener."""
     if connection.cancel_open(stream_id):
-        on_reply(TunnelTimeout(f"no reply from the tunnel at {address}:{port} within {timeout}s"))
+        on_reply(TunnelTimeout(f"no reply from {connection.peer_identity} within {timeout}s"))
 
 
 async def _close_all(connections: list[TunnelConnection]) -> None:
