@@ -110,32 +110,69 @@ class _Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
 
     def close(self) -> None:
         self.closed = True
 
 
-@pytest.mark.parametrize("turns", [1, 2], ids=["before the callback", "after the callback"])
-async def test_a_cancel_in_the_turn_the_connect_succeeded_closes_the_connection(
-    monkeypatch: pytest.MonkeyPatch, turns: int
+async def test_the_answer_comes_at_connection_made_with_the_transport_handed_over(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Cancelled (the agent stopping) after the connect finished but before ``connect``
-    resumed, it does not leave the server connected."""
+    """OK is answered when the transport is made, not turns later when the task ends; the
+    caller's protocol has the transport by then."""
+    loop = asyncio.get_running_loop()
+    transport = _Transport()
+    finished = asyncio.Event()
+    made: list[asyncio.BaseTransport] = []
+    answers: list[tuple[ReplyCode, bool, bool]] = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    def answered(code: ReplyCode) -> None:
+        handed_over = made == [transport] and transport.protocol is protocol
+        answers.append((code, handed_over, finished.is_set()))
+
+    async def connected(factory: Any, *args: Any) -> Any:
+        factory().connection_made(transport)
+        await asyncio.sleep(0)  # the loop's own turns before the connect returns
+        finished.set()
+        return transport, protocol
+
+    protocol = P()
+    monkeypatch.setattr(loop, "create_connection", connected)
+    await services().connect_then(INBOUND, protocol, 5.0, answered)
+    await asyncio.sleep(0)
+    assert answers == [(ReplyCode.OK, True, False)]
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["connect done", "connect running"])
+async def test_a_cancel_in_the_turn_the_connect_succeeded_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch, finished: bool
+) -> None:
+    """Cancelled (the agent stopping) after the connection was made but before ``connect``
+    resumed, it does not leave the server connected: neither when the loop's connect has
+    returned nor when it is still under way (it then closes its transport, as loops do)."""
     loop = asyncio.get_running_loop()
     transport = _Transport()
     task: asyncio.Task[ReplyCode]
 
-    def cancel_after(turns: int) -> None:
-        if turns:
-            loop.call_soon(cancel_after, turns - 1)
-        else:
-            task.cancel()
-
     async def connected(factory: Any, *args: Any) -> Any:
         protocol = factory()
+        # Scheduled ahead of the wakeup of ``connect``, which connection_made resolves.
+        loop.call_soon(task.cancel)
         protocol.connection_made(transport)
-        # Scheduled ahead of the connect task's done callback, which resolves ``connect``.
-        loop.call_soon(cancel_after, turns - 1)
+        if not finished:
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                transport.close()
+                raise
         return transport, protocol
 
     monkeypatch.setattr(loop, "create_connection", connected)
