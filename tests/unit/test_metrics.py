@@ -149,3 +149,13 @@ def test_any_label_value_and_help_text_reach_a_scraper_unchanged(
     (parsed,) = text_string_to_metric_families(registry.render().decode())
     assert parsed.documentation == help_text
     assert [s.labels["value"] for s in parsed.samples] == list(dict.fromkeys(values))
+
+
+def test_a_connection_updates_the_samples_the_families_render() -> None:
+    metrics = AgentMetrics()
+    assert metrics.opened_for("inbound", "-", 5) is metrics.opened.labels("inbound", "-", "5")
+    assert metrics.active_for("inbound") is metrics.active.labels("inbound")
+    counters = metrics.service_for("inbound", "-")
+    assert counters.closed is metrics.closed.labels("inbound", "-")
+    assert counters.bytes_sent is metrics.bytes_sent.labels("inbound", "-")
+    assert counters.bytes_received is metrics.bytes_received.labels("inbound", "-")

@@ -1,10 +1,10 @@
 """Prometheus metrics of one agent (a registry per agent, so several can share a process).
 
 Everything is counted once per connection (when it is answered and when it closes), never per
-chunk of data: the data path pays nothing for metrics. The samples a connection updates are
-looked up once per label set and kept (:meth:`AgentMetrics.opened_for`,
-:meth:`AgentMetrics.service_for`, :meth:`AgentMetrics.active_for`), so a connection costs a
-dict lookup per metric rather than building a label tuple and checking its length.
+chunk of data: the data path pays nothing for metrics. A connection finds its samples with one
+dict lookup each in the families' own ``children`` (:meth:`AgentMetrics.opened_for`,
+:meth:`AgentMetrics.active_for`; reply codes' label text is made once), and the three counters
+updated when it closes with one lookup together (:meth:`AgentMetrics.service_for`).
 
 ``direction`` is ``outbound`` for connections from local clients (client socket or upstream
 TCP listener) and ``inbound`` for streams arriving through the tunnel. ``service`` is the
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from meshlet.agent.prometheus import Counter, Gauge, Registry
+from meshlet.wire.handshake import ReplyCode
 
 __all__ = ["AgentMetrics", "ServiceCounters"]
 
@@ -80,18 +81,15 @@ class AgentMetrics:
             "Streams open on outgoing tunnel connections now.",
         ).labels()
 
-        # Samples by label values; the label sets are bounded (see the module doc).
-        self._opened: dict[tuple[str, str, int], Counter] = {}
+        # The closed and byte counters of each (direction, service), grouped: one lookup for
+        # three samples. The label sets are bounded (see the module doc).
         self._services: dict[tuple[str, str], ServiceCounters] = {}
-        self._active: dict[str, Gauge] = {}
 
     def opened_for(self, direction: str, service: str, code: int) -> Counter:
         """``connections_opened{direction, service, code}``'s counter."""
-        key = (direction, service, code)
-        child = self._opened.get(key)
-        if child is None:
-            child = self._opened[key] = self.opened.labels(direction, service, str(code))
-        return child
+        values = (direction, service, _CODE_LABELS[code])
+        child = self.opened.children.get(values)
+        return child if child is not None else self.opened.labels(*values)
 
     def service_for(self, direction: str, service: str) -> ServiceCounters:
         """The closed and byte counters of ``(direction, service)``."""
@@ -107,10 +105,9 @@ class AgentMetrics:
 
     def active_for(self, direction: str) -> Gauge:
         """``active_connections{direction}``'s gauge."""
-        child = self._active.get(direction)
-        if child is None:
-            child = self._active[direction] = self.active.labels(direction)
-        return child
+        values = (direction,)
+        child = self.active.children.get(values)
+        return child if child is not None else self.active.labels(*values)
 
     def watch_tunnels(self, connections: Callable[[], float], streams: Callable[[], float]) -> None:
         """Reads the tunnel pool's counters at scrape time."""
@@ -120,3 +117,7 @@ class AgentMetrics:
     def exposition(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4) of every metric."""
         return self.registry.render()
+
+
+#: The ``code`` label of every reply code (``str`` per connection cost more than this lookup).
+_CODE_LABELS = {int(code): str(int(code)) for code in ReplyCode}
