@@ -77,16 +77,16 @@ class _Establishing(asyncio.Protocol):
         self._workload = workload
         self._transport: asyncio.Transport | None = None
         self._record = ConnectionRecord(ctx.metrics, "outbound", workload)
-        self._early = bytearray()
+        #: What the client sent while being established and not yet handed on: the reads
+        #: themselves, joined once (one read, the common case, is handed on as it is).
+        self._held: list[bytes] = []
+        self._held_size = 0  # every byte held, including those handed to the EarlyData
         self._eof = False  # the client half-closed while being established
         self._gone = False
         self._service_id = ""
         self._sent_early: EarlyData | None = None
 
     def _start(self, service_id: str) -> None:
-        assert self._transport is not None
-        if len(self._early) > _EARLY_LIMIT:
-            self._transport.pause_reading()
         self._service_id = service_id
         # One turn later, as a task's first step would: what the client sent right behind its
         # request (or right after connecting, on an upstream port) is read by then.
@@ -94,9 +94,14 @@ class _Establishing(asyncio.Protocol):
 
     def _hold(self, data: bytes) -> None:
         """Bytes that arrived while establishing: delivered after ``OK``."""
-        self._early += data
-        if len(self._early) > _EARLY_LIMIT and self._transport is not None:
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size > _EARLY_LIMIT and self._transport is not None:
             self._transport.pause_reading()
+
+    def _take_held(self) -> bytes:
+        held, self._held = self._held, []
+        return b"".join(held)  # a single read is returned as it is, not copied
 
     def _establish(self) -> None:
         if self._gone:
@@ -104,7 +109,7 @@ class _Establishing(asyncio.Protocol):
             self._record.abandon()
             return
         # What the client sent so far goes with a tunnel OPEN (when the peer takes early data).
-        early = self._sent_early = EarlyData(bytes(self._early), self._eof)
+        early = self._sent_early = EarlyData(self._take_held(), self._eof)
         self._ctx.connector.establish_then(
             self._workload, self._service_id, self._record, early, self._established
         )
@@ -133,11 +138,10 @@ class _Establishing(asyncio.Protocol):
             transport.close()
             return
         relay = outcome.relay
-        held = self._early
-        if early.sent:
-            # The destination has these already; only what arrived since goes after them.
-            held = held[len(early.data) :]
-        relay.attach_left(transport, bytes(held))
+        if early.data and not early.sent:
+            # The destination does not have them yet: they go first, then what arrived since.
+            self._held.insert(0, early.data)
+        relay.attach_left(transport, self._take_held())
         if self._eof:
             # The transport reported it to us, not to the relay's side.
             relay.left.eof_received()
@@ -204,7 +208,8 @@ class HandshakeProtocol(_Establishing):
         if service_id is None:
             return
         self._handshake_done()
-        self._early += parser.rest
+        if parser.rest:
+            self._hold(parser.rest)
         self._start(str(service_id))
 
     def eof_received(self) -> bool | None:
