@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from meshlet.agent.connections import ConnectionRecord
 from meshlet.agent.metrics import AgentMetrics
 from meshlet.agent.prometheus import Registry
+from meshlet.wire.handshake import ReplyCode
 
 
 def test_a_small_registry_renders_exactly() -> None:
@@ -159,3 +161,26 @@ def test_a_connection_updates_the_samples_the_families_render() -> None:
     assert counters.closed is metrics.closed.labels("inbound", "-")
     assert counters.bytes_sent is metrics.bytes_sent.labels("inbound", "-")
     assert counters.bytes_received is metrics.bytes_received.labels("inbound", "-")
+
+
+class _Relay:
+    bytes_left_to_right = 10
+    bytes_right_to_left = 20
+
+
+def test_only_a_connection_answered_ok_is_counted_active_and_closed() -> None:
+    metrics = AgentMetrics()
+    answered = ConnectionRecord(metrics, "outbound", "demo/client")
+    answered.service_label = "svc"
+    answered.replied(ReplyCode.OK)
+    assert metrics.active_for("outbound").value == 1
+    # A relay connected and closed before its connection was answered (the agent stopping).
+    unanswered = ConnectionRecord(metrics, "outbound", "demo/client")
+    unanswered.service_label = "svc"
+    unanswered.relay_closed(_Relay())
+    assert metrics.active_for("outbound").value == 1
+    assert metrics.service_for("outbound", "svc").closed.value == 0
+    answered.relay_closed(_Relay())
+    assert metrics.active_for("outbound").value == 0
+    assert metrics.service_for("outbound", "svc").closed.value == 1
+    assert metrics.service_for("outbound", "svc").bytes_sent.value == 10

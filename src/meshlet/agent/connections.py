@@ -91,6 +91,11 @@ class ConnectionRecord:
         """The established connection ended; counts its bytes."""
         if self._done:
             return
+        if self.code != ReplyCode.OK:
+            # Its relay closed before the connection was answered (the agent stopping): it
+            # was never counted active.
+            self.abandon()
+            return
         metrics = self._metrics
         metrics.active_for(self.direction).dec()
         counters = metrics.service_for(self.direction, self.service_label)
