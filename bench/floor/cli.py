@@ -1,0 +1,249 @@
+"""``python -m bench.floor``: the probe, meshlet and the suite's paths under wrk, interleaved.
+
+Each round runs every load over every path back to back (loads outermost: A, B, C, A, B, C,
+...), so the paths take turns under the same conditions; the shared machine drifts between
+rounds by more than some of the differences in question, which is also why the ratio to the
+HAProxy pair is taken within each round and the median of those given
+(:func:`bench.report.paired_ratio`). Before the rounds, one second of new connections per path
+warms caches, pools and TLS sessions.
+
+CPU per request is the proxies' utime + stime (:mod:`bench.procs`) over wrk's requests, split
+into user and system time because the probe's whole argument is where the time goes: the
+kernel's share of a new connection is the same for every Python design.
+
+Loads (wrk with the suite's Lua body check, :mod:`bench.wrk`): ``close32``, 32 connections
+each making one request on a new connection; ``close1``, the same one at a time; ``ka32``, 32
+keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import BenchError
+from bench.floor.checks import check_path
+from bench.floor.paths import NAMES, start_paths
+from bench.machine import machine, versions
+from bench.peers import HOST, SMALL_BODY, start_backend
+from bench.procs import _stat_fields, cpu_sample, cpu_seconds
+from bench.report import paired_ratio
+from bench.suite import REPO, BenchPath
+from bench.wrk import run_wrk, write_script
+
+RESULTS = REPO / "bench" / "results"
+LOADS = {"close32": (32, True), "close1": (1, True), "ka32": (32, False)}  # connections, close
+#: Figures kept per run; errors and bad responses add up over rounds, the others take medians.
+FIGURES = ("req_s", "p50_ms", "p99_ms", "cpu_us_per_req", "user_us_per_req", "sys_us_per_req")
+COUNTS = ("errors", "bad")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _choices(text: str, known: tuple[str, ...], what: str) -> list[str]:
+    chosen = list(dict.fromkeys(text.split(",")))
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown)}; choose from {','.join(known)}"
+        )
+    return chosen
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.floor",
+        description="The floor of a Python design: a minimal mTLS multiplexing relay measured "
+        "with meshlet and the HAProxy pair (see bench/floor/README.md).",
+    )
+    parser.add_argument(
+        "--paths",
+        type=lambda text: _choices(text, NAMES, "paths"),
+        default="direct,haproxy,meshlet,probe",
+        help=f"comma-separated, from {','.join(NAMES)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--loads",
+        type=lambda text: _choices(text, tuple(LOADS), "loads"),
+        default=",".join(LOADS),
+        help=f"comma-separated, from {','.join(LOADS)} (default: all)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per load and path (default 5)"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that each path relays correctly, without load (nothing is written)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    console = Console(highlight=False)
+    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        with ExitStack() as stack:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="floor-")))
+            console.print(f"starting nginx and {', '.join(args.paths)} in {directory}")
+            about = {"machine": machine(), "versions": versions(REPO)}
+            backend = start_backend(directory / "backend")
+            stack.callback(backend.daemon.stop)
+            paths = start_paths(args.paths, directory, backend, stack)
+            if args.check:
+                return _check(paths, backend.big_sha256, console)
+            runs = measure(paths, args.loads, args.rounds, args.duration, directory, console.print)
+    except BenchError as exc:
+        console.print(f"[bold red]bench.floor:[/] {exc}")
+        return 2
+    results = {
+        "timestamp": timestamp,
+        "settings": {
+            "paths": args.paths,
+            "loads": args.loads,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+        },
+        **about,
+        "runs": runs,
+        "medians": medians(runs),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_file = RESULTS / f"floor-{timestamp.replace(':', '')}.json"
+    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(table(results))
+    console.print(f"raw results: {results_file.relative_to(REPO)}")
+    failed = any(run["errors"] or run["bad"] for run in runs)
+    return 1 if failed else 0
+
+
+def _check(paths: list[BenchPath], big_sha256: str, console: Console) -> int:
+    failed = False
+    for path in paths:
+        assert path.tcp_port is not None
+        failures = uvloop.run(check_path(path.tcp_port, big_sha256))
+        path.check_alive()
+        console.print(f"{path.name}: {'; '.join(failures) or 'ok'}")
+        failed = failed or bool(failures)
+    return 1 if failed else 0
+
+
+def measure(
+    paths: list[BenchPath],
+    loads: list[str],
+    rounds: int,
+    duration: float,
+    directory: Path,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Every round's figures, one entry per (round, load, path), keyed ``path/load``."""
+    script = write_script(directory)
+    for path in paths:
+        _wrk(path, script, connections=8, close=True, duration=1)
+    runs = []
+    for number in range(rounds):
+        for load in loads:
+            connections, close = LOADS[load]
+            for path in paths:
+                figures = _measure(path, script, connections, close, duration)
+                runs.append({"key": f"{path.name}/{load}", "run": number, **figures})
+                progress(
+                    f"round {number} {load:8} {path.name:14} {figures['req_s']:8,.0f} req/s "
+                    f"p50 {figures['p50_ms']:.3f} p99 {figures['p99_ms']:.3f} ms, "
+                    f"cpu {figures['cpu_us_per_req']:.0f} µs/req "
+                    f"(user {figures['user_us_per_req']:.0f} sys {figures['sys_us_per_req']:.0f}), "
+                    f"errors {figures['errors']} bad {figures['bad']}"
+                )
+    return runs
+
+
+def _measure(
+    path: BenchPath, script: Path, connections: int, close: bool, duration: float
+) -> dict[str, Any]:
+    pids = path.proxy_pids()
+    before, split_before = cpu_sample(pids), _user_system(pids)
+    figures = _wrk(path, script, connections=connections, close=close, duration=duration)
+    cpu = cpu_seconds(before, cpu_sample(pids))
+    user, system = (b - a for a, b in zip(split_before, _user_system(pids), strict=True))
+    path.check_alive()
+    per_request = 1e6 / max(figures["requests"], 1)
+    figures["cpu_s"] = cpu
+    figures["cpu_us_per_req"] = cpu * per_request
+    figures["user_us_per_req"] = user / _TICKS * per_request
+    figures["sys_us_per_req"] = system / _TICKS * per_request
+    return figures
+
+
+def _wrk(
+    path: BenchPath, script: Path, *, connections: int, close: bool, duration: float
+) -> dict[str, Any]:
+    url = f"http://{HOST}:{path.tcp_port}/small"
+    return run_wrk(script, url, SMALL_BODY, connections=connections, duration=duration, close=close)
+
+
+def _user_system(pids: list[int]) -> tuple[int, int]:
+    """User and system clock ticks of ``pids`` themselves.
+
+    Without descendants, unlike :func:`bench.procs.cpu_sample`: a child that exits during a
+    load would take its ticks out of the difference. The probe, the hop, HAProxy and the agents
+    do their work in the process itself.
+    """
+    user = system = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            user += int(fields[11])  # utime(14), counted after the name
+            system += int(fields[12])  # stime(15)
+    return user, system
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault(run["key"], []).append(run)
+    return {
+        key: {
+            "runs": len(group),
+            **{name: statistics.median(run[name] for run in group) for name in FIGURES},
+            **{name: sum(run[name] for run in group) for name in COUNTS},
+        }
+        for key, group in grouped.items()
+    }
+
+
+def table(results: dict[str, Any]) -> Table:
+    settings = results["settings"]
+    out = Table(
+        title=f"medians of {settings['rounds']} rounds, {settings['duration_s']:g} s each",
+    )
+    with_haproxy = "haproxy" in settings["paths"]
+    columns = ["path", "load", "req/s", "× haproxy" if with_haproxy else None, "p50 ms", "p99 ms"]
+    columns += ["CPU µs/req", "user", "sys", "errors", "bad"]
+    for column in filter(None, columns):
+        out.add_column(column, justify="left" if column in ("path", "load") else "right")
+    for path in settings["paths"]:
+        for load in settings["loads"]:
+            key = f"{path}/{load}"
+            m = results["medians"][key]
+            row = [path, load, f"{m['req_s']:,.0f}"]
+            if with_haproxy:
+                ratio = paired_ratio(results, key, f"haproxy/{load}", "req_s")
+                row.append(f"{ratio:.2f}" if ratio is not None else "–")
+            row += [f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['cpu_us_per_req']:.1f}"]
+            row += [f"{m['user_us_per_req']:.0f}", f"{m['sys_us_per_req']:.0f}"]
+            row += [str(m["errors"]), str(m["bad"])]
+            out.add_row(*row)
+    return out
