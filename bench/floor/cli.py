@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -93,7 +94,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    console = Console(highlight=False)
+    # Piped into a log, rich would wrap at 80 columns and cut the table's figures short.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         with ExitStack() as stack:
@@ -161,11 +163,11 @@ def measure(
                 figures = _measure(path, script, connections, close, duration)
                 runs.append({"key": f"{path.name}/{load}", "run": number, **figures})
                 progress(
-                    f"round {number} {load:8} {path.name:14} {figures['req_s']:8,.0f} req/s "
-                    f"p50 {figures['p50_ms']:.3f} p99 {figures['p99_ms']:.3f} ms, "
+                    f"round {number} {load:8} {path.name:14} {figures['req_s']:7,.0f} req/s "
+                    f"p50 {figures['p50_ms']:.3f} p99 {figures['p99_ms']:.3f} ms "
                     f"cpu {figures['cpu_us_per_req']:.0f} µs/req "
-                    f"(user {figures['user_us_per_req']:.0f} sys {figures['sys_us_per_req']:.0f}), "
-                    f"errors {figures['errors']} bad {figures['bad']}"
+                    f"(usr {figures['user_us_per_req']:.0f} sys {figures['sys_us_per_req']:.0f}) "
+                    f"err {figures['errors']} bad {figures['bad']}"
                 )
     return runs
 
