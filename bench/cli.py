@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _latest_full_result() -> Path:
-    found = sorted(p for p in RESULTS.glob("*.json") if not p.name.startswith("quick-"))
+    # Full runs are named by their timestamp alone; quick and other runs carry a prefix.
+    found = sorted(RESULTS.glob("[0-9]*.json"))
     if not found:
         raise BenchError(f"no full result in {RESULTS}: run `make bench` first")
     return found[-1]
