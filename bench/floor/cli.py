@@ -39,7 +39,7 @@ from bench.floor.checks import check_path
 from bench.floor.paths import NAMES, start_paths
 from bench.machine import machine, versions
 from bench.peers import HOST, SMALL_BODY, start_backend
-from bench.procs import _stat_fields, cpu_sample, cpu_seconds
+from bench.procs import cpu_sample, cpu_seconds, user_system_ticks
 from bench.report import paired_ratio
 from bench.suite import REPO, BenchPath
 from bench.wrk import run_wrk, write_script
@@ -176,10 +176,10 @@ def _measure(
     path: BenchPath, script: Path, connections: int, close: bool, duration: float
 ) -> dict[str, Any]:
     pids = path.proxy_pids()
-    before, split_before = cpu_sample(pids), _user_system(pids)
+    before, split_before = cpu_sample(pids), user_system_ticks(pids)
     figures = _wrk(path, script, connections=connections, close=close, duration=duration)
     cpu = cpu_seconds(before, cpu_sample(pids))
-    user, system = (b - a for a, b in zip(split_before, _user_system(pids), strict=True))
+    user, system = (b - a for a, b in zip(split_before, user_system_ticks(pids), strict=True))
     path.check_alive()
     per_request = 1e6 / max(figures["requests"], 1)
     figures["cpu_s"] = cpu
@@ -194,22 +194,6 @@ def _wrk(
 ) -> dict[str, Any]:
     url = f"http://{HOST}:{path.tcp_port}/small"
     return run_wrk(script, url, SMALL_BODY, connections=connections, duration=duration, close=close)
-
-
-def _user_system(pids: list[int]) -> tuple[int, int]:
-    """User and system clock ticks of ``pids`` themselves.
-
-    Without descendants, unlike :func:`bench.procs.cpu_sample`: a child that exits during a
-    load would take its ticks out of the difference. The probe, the hop, HAProxy and the agents
-    do their work in the process itself.
-    """
-    user = system = 0
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            user += int(fields[11])  # utime(14), counted after the name
-            system += int(fields[12])  # stime(15)
-    return user, system
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
