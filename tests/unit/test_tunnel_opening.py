@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from meshlet.agent.tunnel import TunnelConnection, TunnelError, TunnelSettings
+import pytest
+
+from meshlet.agent.tunnel import TunnelConnection, TunnelError, TunnelPool, TunnelSettings
 from meshlet.wire.frames import OpenRequest, ResetCode
 from meshlet.wire.handshake import ReplyCode
 from meshlet.wire.mux import Event, Session, StreamOpened, StreamReset
@@ -74,17 +77,70 @@ async def test_an_open_is_called_back_once_with_its_protocol_connected_first() -
     link.acceptor.reply(stream_id, ReplyCode.OK)
     link.to_dialer()
     assert calls == [(ReplyCode.OK, True)]
-    assert not link.connection.cancel_open(stream_id), "answered already"
 
 
-async def test_an_open_given_up_is_reset_and_not_called_back() -> None:
+class _ManualDeadlines:
+    """Deadlines that fire when the test says."""
+
+    def __init__(self) -> None:
+        self.armed: list[Callable[[], None]] = []
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        self.armed.append(callback)
+        armed = self.armed
+
+        class _Deadline:
+            def cancel(self) -> None:
+                if callback in armed:
+                    armed.remove(callback)
+
+        return _Deadline()
+
+
+async def test_a_deadline_between_the_answer_and_the_opener_resuming_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reply settles an awaited open's future; its deadline can fire before the opener
+    resumes (the same loop turn). The opener gets OK, so the stream must stay connected."""
+    link = _Link()
+    pool = TunnelPool(lambda source: None, TunnelSettings())
+    deadlines = _ManualDeadlines()
+    monkeypatch.setattr(pool, "_deadlines", deadlines)
+    monkeypatch.setattr(pool, "_ready_connection", lambda key, peer: link.connection)
+    peer = _Peer()
+    lost: list[Exception | None] = []
+    peer.connection_lost = lost.append  # type: ignore[method-assign]
+    opening = asyncio.ensure_future(
+        pool.open_stream(
+            source_identity="a",
+            peer_identity="b",
+            address="127.0.0.3",
+            port=1,
+            request=REQUEST,
+            protocol=peer,
+            timeout=1.0,
+        )
+    )
+    await asyncio.sleep(0)
+    (opened,) = await link.to_acceptor()
+    assert isinstance(opened, StreamOpened)
+    link.acceptor.reply(opened.stream_id, ReplyCode.OK)
+    link.to_dialer()
+    for fire in list(deadlines.armed):
+        fire()
+    assert await opening is ReplyCode.OK
+    assert peer.made and lost == []
+    assert not any(isinstance(event, StreamReset) for event in await link.to_acceptor())
+
+
+async def test_an_open_given_up_while_waiting_is_reset_and_not_called_back() -> None:
     link = _Link()
     peer = _Peer()
     calls: list[object] = []
     stream_id = link.connection.open_then(REQUEST, peer, None, calls.append)
     await link.to_acceptor()
-    assert link.connection.cancel_open(stream_id)
-    assert not link.connection.cancel_open(stream_id)
+    assert link.connection.give_up_open(stream_id)
+    assert not link.connection.give_up_open(stream_id)
     link.acceptor.reply(stream_id, ReplyCode.OK)  # crossed the RESET on the wire
     link.to_dialer()
     assert calls == []
@@ -100,4 +156,4 @@ async def test_opens_waiting_when_the_connection_is_lost_end_with_a_tunnel_error
     link.connection.connection_lost(None)
     assert len(calls) == 1 and isinstance(calls[0], TunnelError)
     assert isinstance(future.exception(), TunnelError)
-    assert not link.connection.cancel_open(stream_id)
+    assert not link.connection.give_up_open(stream_id)

@@ -566,18 +566,24 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self.schedule_flush()
         return stream_id
 
-    def cancel_open(self, stream_id: int) -> bool:
-        """The opener gave up: reset the stream, or abort it if it was connected meanwhile.
-        True when it was still waiting for its reply (its callback will not be called)."""
-        if self._opening.pop(stream_id, None) is not None:
-            self.session.reset_stream(stream_id)
-            self.schedule_flush()
-            self._check_drained()
-            return True
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.abort()
-        return False
+    def give_up_open(self, stream_id: int) -> bool:
+        """An open's deadline passed: reset the stream if it is still waiting for its reply
+        (its callback will not be called) and say so; an open answered meanwhile is left as
+        it is (its opener has the answer, in this turn or the next)."""
+        if self._opening.pop(stream_id, None) is None:
+            return False
+        self.session.reset_stream(stream_id)
+        self.schedule_flush()
+        self._check_drained()
+        return True
+
+    def cancel_open(self, stream_id: int) -> None:
+        """The opener was cancelled: reset the stream, or abort it if it was connected
+        meanwhile (nobody will use it)."""
+        if not self.give_up_open(stream_id):
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                stream.abort()
 
     def go_away(self) -> None:
         """Take no new streams; close once the open ones end."""
@@ -924,7 +930,10 @@ class TunnelPool:
             on_reply = functools.partial(_settle, future)
             stream_id = connection.open_then(request, protocol, early, on_reply)
             timer = self._deadlines.call_later(
-                timeout, functools.partial(_expire_open, connection, stream_id, on_reply, asked)
+                timeout,
+                functools.partial(
+                    _expire_open, connection, stream_id, on_reply, f"{address}:{port}", asked
+                ),
             )
             try:
                 return await future
@@ -949,9 +958,7 @@ class TunnelPool:
                         _dropped(early)
                 raise TunnelError(f"{address}:{port} keeps refusing new streams")
         except TimeoutError:
-            raise TunnelTimeout(
-                f"no reply from the tunnel at {address}:{port} within {asked}s"
-            ) from None
+            raise TunnelTimeout(_no_reply(peer_identity, f"{address}:{port}", asked)) from None
 
     def ready_connection(
         self, *, source_identity: str, peer_identity: str, address: str, port: int
@@ -981,7 +988,10 @@ class TunnelPool:
         replied = _Replied(connection, on_reply)
         stream_id = connection.open_then(request, protocol, early, replied)
         replied.timer = self._deadlines.call_later(
-            timeout, functools.partial(_expire_open, connection, stream_id, replied, timeout)
+            timeout,
+            functools.partial(
+                _expire_open, connection, stream_id, replied, _where(connection.peername), timeout
+            ),
         )
 
     async def _open_on(
@@ -1147,11 +1157,25 @@ def _expire_open(
     connection: TunnelConnection,
     stream_id: int,
     on_reply: Callable[[_Reply], None],
+    where: str,
     timeout: float,
 ) -> None:
-    """Deadline of a fast-path open: abandon the stream (RESET) and fail the opener."""
-    if connection.cancel_open(stream_id):
-        on_reply(TunnelTimeout(f"no reply from {connection.peer_identity} within {timeout}s"))
+    """Deadline of a fast-path open: abandon the stream (RESET) and fail the opener, unless
+    the reply came first."""
+    if connection.give_up_open(stream_id):
+        peer = connection.peer_identity or "the tunnel peer"
+        on_reply(TunnelTimeout(_no_reply(peer, where, timeout)))
+
+
+def _no_reply(peer_identity: str, where: str, timeout: float) -> str:
+    return f"no reply from {peer_identity} at {where} within {timeout}s"
+
+
+def _where(peername: object) -> str:
+    """``host:port`` of a connection's peer address (a tuple for TCP)."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return str(peername)
 
 
 async def _close_all(connections: list[TunnelConnection]) -> None:
