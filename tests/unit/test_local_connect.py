@@ -200,3 +200,35 @@ def test_admission_follows_a_config_change() -> None:
     admission = local.admit(caller, INBOUND.service_id, INBOUND.workload)
     assert not isinstance(admission, ReplyCode)
     assert local.active(INBOUND.workload, INBOUND.service_id) == 1
+
+
+async def test_a_cancel_in_the_turn_the_transport_is_made_hands_nothing_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stdlib loop calls ``connection_made`` even when the connect task was cancelled (a
+    deadline or the agent stopping) in the turn it made the transport: the connection is
+    closed, not handed to the protocol, and OK is not answered."""
+    loop = asyncio.get_running_loop()
+    transport = _Transport()
+    made: list[asyncio.BaseTransport] = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    async def connected(factory: Any, *args: Any) -> Any:
+        protocol = factory()
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the agent stopping, in the turn the loop made the transport
+        protocol.connection_made(transport)
+        await asyncio.sleep(0)
+        return transport, protocol
+
+    monkeypatch.setattr(loop, "create_connection", connected)
+    codes: list[ReplyCode] = []
+    task = services().connect_then(INBOUND, P(), 5.0, codes.append)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    assert (codes, made, transport.closed) == ([], [], True)

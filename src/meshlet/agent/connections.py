@@ -111,7 +111,8 @@ class ConnectionRecord:
         self._finish(sent, received)
 
     def abandon(self) -> None:
-        """The client went away before it was answered."""
+        """The connection ends before it was answered: the client went away, or its relay
+        closed while the answer was on its way (the agent stopping)."""
         if self.code is None:
             self.code = ReplyCode.GENERAL_FAILURE
             self._finish(0, 0)

@@ -9,8 +9,9 @@ tunnel server connects once the ``OK`` reply is sent. The service's ``idleTimeou
 here, on the receiving side.
 
 No coroutine of our own runs per stream: admission is synchronous (a refusal is answered in the
-loop turn the OPEN arrived in), and the answer after the connect comes from the connect task's
-done callback (:meth:`~meshlet.agent.local.LocalServices.connect_then`).
+loop turn the OPEN arrived in), and the answer after the connect comes from the local
+connection's ``connection_made``, or from the connect task's end when it failed
+(:meth:`~meshlet.agent.local.LocalServices.connect_then`).
 """
 
 from __future__ import annotations

@@ -183,19 +183,37 @@ class _Attempt:
         if on_done is not None:
             on_done(code)
 
+    def given_up(self) -> bool:
+        """The deadline passed or the agent is stopping: the connect task is being cancelled
+        (the stdlib loop still calls ``connection_made`` in that turn)."""
+        return self.expired or (self.task is not None and self.task.cancelling() > 0)
+
     def made(self) -> None:
-        self._answer(ReplyCode.OK)
+        try:
+            self._answer(ReplyCode.OK)
+        except Exception:
+            # Raised inside the loop's connection_made, it would stop the transport from
+            # ever reading: the answer's owner reports its own failures, this is a bug.
+            log.exception("answering a local connection failed")
 
     def finished(self, task: asyncio.Task[object]) -> None:
+        if self.timer is not None:  # also when cancelled from outside (the agent stopping)
+            self.timer.cancel()
+            self.timer = None
         if self._on_done is None:  # answered by made()
             return
         if task.cancelled():
             if self.expired:
                 self._answer(ReplyCode.TIMEOUT)
             return
-        # Connected, the loop has called made() before finishing the task: this is a failure.
         error = task.exception()
-        if isinstance(error, OSError):
+        if error is None:
+            # Connected, but the protocol's connection_made raised before made() (the loop
+            # logged it): nobody will use the connection.
+            transport, _ = cast("tuple[asyncio.BaseTransport, object]", task.result())
+            transport.close()
+            self._answer(ReplyCode.GENERAL_FAILURE)
+        elif isinstance(error, OSError):
             self._answer(ReplyCode.CONNECT_FAILED)
         else:
             log.error("connecting to a local server failed", exc_info=error)
@@ -214,6 +232,9 @@ class _Connecting(asyncio.Protocol):
         self._attempt = attempt
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._attempt.given_up():
+            transport.close()  # finished() answers TIMEOUT, or nothing when the agent stops
+            return
         transport.set_protocol(self._protocol)
         self._protocol.connection_made(transport)
         self._attempt.made()
