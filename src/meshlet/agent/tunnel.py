@@ -989,9 +989,7 @@ class TunnelPool:
         stream_id = connection.open_then(request, protocol, early, replied)
         replied.timer = self._deadlines.call_later(
             timeout,
-            functools.partial(
-                _expire_open, connection, stream_id, replied, _where(connection.peername), timeout
-            ),
+            functools.partial(_expire_open, connection, stream_id, replied, None, timeout),
         )
 
     async def _open_on(
@@ -1157,13 +1155,15 @@ def _expire_open(
     connection: TunnelConnection,
     stream_id: int,
     on_reply: Callable[[_Reply], None],
-    where: str,
+    where: str | None,
     timeout: float,
 ) -> None:
     """Deadline of a fast-path open: abandon the stream (RESET) and fail the opener, unless
-    the reply came first."""
+    the reply came first. ``where``: the address the opener asked for (None: the connection's
+    peer address, formatted only now)."""
     if connection.give_up_open(stream_id):
         peer = connection.peer_identity or "the tunnel peer"
+        where = where or _where(connection.peername)
         on_reply(TunnelTimeout(_no_reply(peer, where, timeout)))
 
 
