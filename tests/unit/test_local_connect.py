@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,28 @@ async def test_a_cancel_in_the_turn_the_transport_is_made_hands_nothing_over(
         await task
     await asyncio.sleep(0)
     assert (codes, made, transport.closed) == ([], [], True)
+
+
+async def test_a_connect_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per connection: a cycle would keep the transport alive until the garbage collector runs
+    (and make its collections longer under load)."""
+    loop = asyncio.get_running_loop()
+
+    async def connected(factory: Any, *args: Any) -> Any:
+        transport, protocol = _Transport(), factory()
+        protocol.connection_made(transport)
+        return transport, protocol
+
+    monkeypatch.setattr(loop, "create_connection", connected)
+    local = services()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(10):
+            codes: list[ReplyCode] = []
+            await local.connect_then(INBOUND, asyncio.Protocol(), 5.0, codes.append)
+            await asyncio.sleep(0)
+            assert codes == [ReplyCode.OK]
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -197,6 +197,9 @@ class _Attempt:
             log.exception("answering a local connection failed")
 
     def finished(self, task: asyncio.Task[object]) -> None:
+        # The task's result holds the _Connecting that holds this attempt: without this, each
+        # connection would leave a reference cycle (and its transport) to the garbage collector.
+        self.task = None
         if self.timer is not None:  # also when cancelled from outside (the agent stopping)
             self.timer.cancel()
             self.timer = None
