@@ -17,6 +17,7 @@ from bench.errors import BenchError
 from bench.machine import machine, versions
 from bench.meshpaths import SERVICE_ID, start_meshlet
 from bench.peers import start_backend, start_haproxy_pair
+from bench.procs import exit_cleanly_on_sigterm
 from bench.report import print_tables, update_docs
 from bench.suite import FULL, PATH_NAMES, QUICK, REPO, BenchPath, Settings, Suite
 from bench.wrk import write_script
@@ -54,6 +55,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm()
     args = _parse(argv)
     console = Console()
     try:

@@ -10,6 +10,7 @@ counting from zero. RSS is the sum of ``VmRSS`` over the same tree.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -130,3 +131,13 @@ class Daemon(ChildProcess):
             super().check_alive()
         except MeshProcessError as exc:
             raise PeerFailed(str(exc)) from None
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C: the ``ExitStack`` of a run stops the servers it
+    started (by default SIGTERM kills Python at once and leaves them running)."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)

@@ -39,7 +39,7 @@ from bench.floor.checks import check_path
 from bench.floor.paths import NAMES, start_paths
 from bench.machine import machine, versions
 from bench.peers import HOST, SMALL_BODY, start_backend
-from bench.procs import cpu_sample, cpu_seconds, user_system_ticks
+from bench.procs import cpu_sample, cpu_seconds, exit_cleanly_on_sigterm, user_system_ticks
 from bench.report import paired_ratio
 from bench.suite import REPO, BenchPath
 from bench.wrk import run_wrk, write_script
@@ -93,6 +93,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm()
     args = _parse(argv)
     # Piped into a log, rich would wrap at 80 columns and cut the table's figures short.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
