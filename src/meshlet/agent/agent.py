@@ -36,6 +36,7 @@ from meshlet.agent.admin import AdminServer
 from meshlet.agent.balancer import Balancer
 from meshlet.agent.certs import Certificates
 from meshlet.agent.config import AgentSettings, WorkloadConfig
+from meshlet.agent.deadlines import Deadlines
 from meshlet.agent.errors import StartupError
 from meshlet.agent.health import HealthReporter
 from meshlet.agent.inbound import InboundHandler
@@ -75,9 +76,11 @@ class Agent:
         self.metrics = AgentMetrics()
         self.config: NodeConfig | None = None
         self._file_workloads: dict[str, WorkloadConfig] = {w.key: w for w in cfg.workloads}
-        self.local = LocalServices(self.run_dir, lambda: self.config)
+        # Connection-setup deadlines of every kind share one timer per 50 ms tick.
+        deadlines = Deadlines()
+        self.local = LocalServices(self.run_dir, lambda: self.config, deadlines)
         self.certificates = Certificates(self.state_dir, self._sign)
-        self.pool = TunnelPool(self.certificates.context)
+        self.pool = TunnelPool(self.certificates.context, deadlines=deadlines)
         self.metrics.watch_tunnels(lambda: self.pool.connections, lambda: self.pool.active_streams)
         self.connector = Connector(
             node=self.node,
@@ -93,6 +96,7 @@ class Agent:
             metrics=self.metrics,
             handshake_timeout=cfg.handshake_timeout,
             max_pending=cfg.max_pending_handshakes,
+            deadlines=deadlines,
         )
         self.inbound = InboundHandler(self.local, self.metrics, cfg.connect_timeout)
         self.health = HealthReporter(

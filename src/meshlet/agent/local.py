@@ -47,13 +47,18 @@ class Admission:
 
 
 class LocalServices:
-    def __init__(self, run_dir: Path, config: Callable[[], NodeConfig | None]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Callable[[], NodeConfig | None],
+        deadlines: Deadlines | None = None,
+    ) -> None:
         self._run_dir = run_dir
         self._config = config
         self._active: dict[tuple[str, str], int] = {}
         self._inbound_of: NodeConfig | None = None
         self._inbounds: dict[tuple[str, str], Inbound | None] = {}
-        self._deadlines = Deadlines()
+        self._deadlines = deadlines or Deadlines()
 
     def active(self, workload: str, service_id: str) -> int:
         return self._active.get((workload, service_id), 0)

@@ -871,13 +871,15 @@ class TunnelPool:
         self,
         context_for: Callable[[str], ssl.SSLContext],
         settings: TunnelSettings | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self._context_for = context_for
         self.settings = settings or TunnelSettings()
         self._pools: dict[_PoolKey, list[TunnelConnection]] = {}
         self._dials: dict[_PoolKey, asyncio.Task[TunnelConnection]] = {}
-        #: The open deadlines of the fast paths (one timer per tick, not one per open).
-        self._deadlines = Deadlines()
+        #: The open deadlines of the fast paths (one timer per tick, not one per open; the
+        #: agent shares one set of ticks among all its deadlines).
+        self._deadlines = deadlines or Deadlines()
         self._closed = False
 
     @property
