@@ -42,6 +42,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, help="interleaved runs (default 3, --quick 1)")
     parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="meshlet's agents write their access log (default off, as HAProxy's and nginx's)",
+    )
+    parser.add_argument(
         "--update-docs",
         action="store_true",
         help="only regenerate docs/performance.md from the latest full result in bench/results",
@@ -68,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = QUICK if args.quick else FULL
         if args.runs:
             settings = Settings(**{**settings.__dict__, "runs": args.runs})
+        if args.access_log:
+            settings = Settings(**{**settings.__dict__, "access_log": True})
         results = measure(settings, args.paths.split(","), console)
     except BenchError as exc:
         console.print(f"[bold red]bench:[/] {exc}")
@@ -139,7 +146,9 @@ def measure(settings: Settings, names: list[str], console: Console) -> dict[str,
         if {"meshlet", "handshake"} & set(names):
             console.print("starting the control plane and two agents")
             try:
-                mesh = start_meshlet(directory / "mesh", backend.port)
+                mesh = start_meshlet(
+                    directory / "mesh", backend.port, access_log=settings.access_log
+                )
             except BenchError as exc:
                 for name in ("meshlet", "handshake"):
                     if name in names:

@@ -65,8 +65,14 @@ class MeshletPaths:
             raise PeerFailed(str(exc)) from exc
 
 
-def start_meshlet(directory: Path, backend_port: int, timeout: float = 60.0) -> MeshletPaths:
-    """Starts the mesh; on failure stops what it started and raises with the log tails."""
+def start_meshlet(
+    directory: Path, backend_port: int, timeout: float = 60.0, *, access_log: bool = False
+) -> MeshletPaths:
+    """Starts the mesh; on failure stops what it started and raises with the log tails.
+
+    The agents write no access log unless ``access_log``: neither do the HAProxy pair nor nginx.
+    """
+    extra = {"accessLog": access_log}
     mesh = LocalMesh(directory)
     try:
         mesh.start_control_plane()
@@ -78,6 +84,7 @@ def start_meshlet(directory: Path, backend_port: int, timeout: float = 60.0) -> 
             upstreams=[
                 {"workload": CLIENT_WORKLOAD, "service": SERVICE_ID, "listen": f"{HOST}:{port}"}
             ],
+            extra=extra,
         )
         b = mesh.add_agent(
             "bench-b",
@@ -89,6 +96,7 @@ def start_meshlet(directory: Path, backend_port: int, timeout: float = 60.0) -> 
                     "ports": {SERVICE: backend_port},
                 }
             ],
+            extra=extra,
         )
         a.wait_for_endpoints(CLIENT_WORKLOAD, SERVICE_ID, ready=1, timeout=timeout)
     except Exception as exc:

@@ -340,12 +340,14 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def markdown(results: Results, results_file: str) -> str:
     """The generated part of docs/performance.md."""
     s, m, v = results["settings"], results["machine"], results["versions"]
+    # Results from before the setting existed were taken with the log on.
+    access_log = "on" if s.get("access_log", True) else "off (HAProxy and nginx log nothing either)"
     parts = [
         f"Latest run: {results['timestamp']}, raw figures in `{results_file}`. Medians of "
         f"{s['runs']} interleaved runs; keep-alive {s['keepalive_s']:g} s and new connections "
         f"{s['close_s']:g} s with {s['connections']} connections, one at a time "
         f"{s['close1_s']:g} s, bulk {s['bulk_count']} × 64 MiB. Ratios and targets are "
-        "medians of the ratios within each run.",
+        f"medians of the ratios within each run. meshlet's access log: {access_log}.",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, {m['os']}. "
         f"Versions: Python {v['python']}, HAProxy {v['haproxy']}, nginx {v['nginx']}, "
         f"wrk {v['wrk']}, meshlet `{v['meshlet']}`.",

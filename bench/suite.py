@@ -47,6 +47,9 @@ class Settings:
     bulk_count: int
     connections: int = 32
     idle_connections: int = 1000
+    #: Whether meshlet's agents write their access log. Off, like HAProxy's (no ``log`` line)
+    #: and nginx's, so that every path does the same work per connection.
+    access_log: bool = False
 
 
 FULL = Settings(runs=3, keepalive_s=10, close_s=10, close1_s=5, bulk_count=5)

@@ -8,6 +8,7 @@ without one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from meshlet.agent import Agent, AgentSettings, StartupError, parse_config
@@ -245,7 +247,7 @@ async def _half_closed_at_once(path: Path, payload: bytes) -> bytes:
         writer.close()
 
 
-async def test_same_node_round_trip_access_log_and_restart_with_the_control_plane_down(
+async def test_same_node_round_trip_access_log_and_restart_with_the_control_plane_down_and_no_log(
     tmp_path: Path, cp: ControlPlane, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with cp.client() as admin_client:
@@ -304,7 +306,11 @@ async def test_same_node_round_trip_access_log_and_restart_with_the_control_plan
         assert (outbound[0]["bytes_sent"], outbound[0]["bytes_received"]) == (5, 5)
 
         await cp.stop()
-        agent = Agent(settings)
+        caplog.clear()
+        quiet = dataclasses.replace(
+            settings, config=msgspec.structs.replace(settings.config, access_log=False)
+        )
+        agent = Agent(quiet)
         await agent.start()
         try:
             assert agent.config is not None, "the persisted node config is loaded"
@@ -312,6 +318,7 @@ async def test_same_node_round_trip_access_log_and_restart_with_the_control_plan
             assert await _round_trip(client, b"again") == b"again"
         finally:
             await agent.stop()
+        assert [r for r in caplog.records if r.name == "meshlet.access"] == [], "accessLog: false"
     finally:
         server.close()
         await server.wait_closed()

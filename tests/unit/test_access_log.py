@@ -81,6 +81,21 @@ async def test_lines_of_one_loop_turn_reach_a_stream_handler_in_one_write_in_ord
     assert all(" INFO meshlet.access {" in line for line in lines)
 
 
+async def test_an_agent_with_access_log_off_writes_no_lines_but_still_counts(
+    access: logging.Logger,
+) -> None:
+    collecting = _Collecting()
+    access.addHandler(collecting)
+    metrics = AgentMetrics()
+    record = ConnectionRecord(metrics, "outbound", "demo/client", log=False)
+    record.service_label = record.service = "echo.echo.demo"
+    record.replied(ReplyCode.SERVICE_NOT_FOUND)
+    await asyncio.sleep(0)
+    assert collecting.records == []
+    opened = metrics.opened_for("outbound", "echo.echo.demo", int(ReplyCode.SERVICE_NOT_FOUND))
+    assert opened.value == 1
+
+
 async def test_other_handlers_get_one_record_per_line_and_levels_are_honoured(
     access: logging.Logger,
 ) -> None:

@@ -19,6 +19,7 @@ admin: {address: 127.0.0.1, port: 15000}
 handshakeTimeout: 2.5s
 maxPendingHandshakes: 16
 connectTimeout: 3
+accessLog: false
 workloads:
   - namespace: demo
     name: echo-v1
@@ -44,6 +45,7 @@ def test_a_full_file_parses_with_camel_case_keys_and_durations(tmp_path: Path) -
     assert config.handshake_timeout == 2.5
     assert config.connect_timeout == 3.0
     assert config.max_pending_handshakes == 16
+    assert config.access_log is False
     (workload,) = config.workloads
     assert workload.key == "demo/echo-v1"
     assert workload.ports == {"redis": 6379}
@@ -59,6 +61,7 @@ def test_defaults_without_a_file_need_only_the_node() -> None:
     assert config.handshake_timeout == 10.0
     assert config.max_pending_handshakes == 1024
     assert config.health_interval == 1.0
+    assert config.access_log is True
     assert config.workloads == ()
 
 
@@ -80,6 +83,7 @@ def test_node_flag_fills_in_a_missing_node_and_must_agree_with_a_given_one() -> 
         ({"node": "n", "handshakeTimeout": "10 s"}, "handshakeTimeout"),
         ({"node": "n", "handshakeTimeout": "0s"}, "handshakeTimeout"),
         ({"node": "n", "maxPendingHandshakes": 0}, "maxPendingHandshakes"),
+        ({"node": "n", "accessLog": "off"}, "accessLog"),
         ({"node": "n", "tunnel": {"port": 70000}}, "tunnel.port"),
         ({"node": "n", "workloads": [{"namespace": "demo"}]}, "workloads[0].name"),
         (

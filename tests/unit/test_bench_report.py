@@ -1,10 +1,15 @@
-"""The benchmark report's ratios: paired within runs, so drift between runs cancels."""
+"""The benchmark report: ratios paired within runs (so drift between runs cancels), and what
+the generated section of docs/performance.md states about the run."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from bench.report import paired_ratio
+from bench.report import markdown, paired_ratio
+
+_RESULTS = Path(__file__).parents[2] / "bench" / "results"
 
 
 def _results(a: list[float], b: list[float]) -> dict[str, Any]:
@@ -40,3 +45,11 @@ def test_results_without_runs_fall_back_to_the_ratio_of_medians() -> None:
     results = {"medians": {"a": {"req_s": 30.0}, "b": {"req_s": 20.0}}}
     assert paired_ratio(results, "a", "b", "req_s") == 1.5
     assert paired_ratio(results, "a", "missing", "req_s") is None
+
+
+def test_the_report_says_whether_meshlet_wrote_its_access_log() -> None:
+    results = json.loads((_RESULTS / "2026-11-23T033649Z.json").read_text())
+    assert "access_log" not in results["settings"]  # taken before the setting: log on
+    assert "meshlet's access log: on." in markdown(results, "r.json")
+    results["settings"]["access_log"] = False
+    assert "meshlet's access log: off" in markdown(results, "r.json")

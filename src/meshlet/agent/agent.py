@@ -96,9 +96,12 @@ class Agent:
             metrics=self.metrics,
             handshake_timeout=cfg.handshake_timeout,
             max_pending=cfg.max_pending_handshakes,
+            access_log=cfg.access_log,
             deadlines=deadlines,
         )
-        self.inbound = InboundHandler(self.local, self.metrics, cfg.connect_timeout)
+        self.inbound = InboundHandler(
+            self.local, self.metrics, cfg.connect_timeout, access_log=cfg.access_log
+        )
         self.health = HealthReporter(
             config=lambda: self.config,
             local=self.local,

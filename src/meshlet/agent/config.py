@@ -213,6 +213,8 @@ class AgentConfig(_Model, frozen=True, kw_only=True):
     health_interval: PositiveDuration = PositiveDuration(1.0)
     #: How long in-flight connections may finish when the agent stops.
     drain_timeout: Duration = Duration(10.0)
+    #: One line per connection on the logger ``meshlet.access`` (docs/agent.md, "Access log").
+    access_log: bool = True
     workloads: tuple[WorkloadConfig, ...] = ()
     upstreams: tuple[UpstreamConfig, ...] = ()
 

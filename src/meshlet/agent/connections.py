@@ -5,7 +5,8 @@ A :class:`ConnectionRecord` follows one client connection (``outbound``) or one 
 code; a connection that is not established ends there. An established one ends when its relay
 closes (:meth:`ConnectionRecord.relay_closed`), which also releases its ``maxConn`` slot.
 
-The access log goes to the logger ``meshlet.access`` at INFO, one JSON object per line::
+The access log goes to the logger ``meshlet.access`` at INFO, one JSON object per line, unless
+the agent runs with ``accessLog: false``::
 
     {"direction": "outbound", "source": "demo/client", "service": "echo.echo.demo",
      "endpoint": "node-b/demo/echo-v1", "code": 0, "reply": "OK", "bytes_sent": 12,
@@ -49,6 +50,7 @@ class _Counted(Protocol):
 class ConnectionRecord:
     __slots__ = (
         "_done",
+        "_log",
         "_metrics",
         "client_is_left",
         "code",
@@ -61,8 +63,12 @@ class ConnectionRecord:
         "started",
     )
 
-    def __init__(self, metrics: AgentMetrics, direction: Direction, source: str) -> None:
+    def __init__(
+        self, metrics: AgentMetrics, direction: Direction, source: str, *, log: bool = True
+    ) -> None:
         self._metrics = metrics
+        #: Whether the agent writes access-log lines at all (``accessLog`` in agent.yaml).
+        self._log = log
         self.direction: Direction = direction
         self.source = source
         self.started = time.monotonic()
@@ -124,7 +130,7 @@ class ConnectionRecord:
         if self.release is not None:
             self.release()
             self.release = None
-        if access_log.isEnabledFor(logging.INFO):
+        if self._log and access_log.isEnabledFor(logging.INFO):
             code = self.code if self.code is not None else ReplyCode.GENERAL_FAILURE
             line = (
                 f'{{"direction": "{self.direction}", "source": {_json_str(self.source)}, '

@@ -32,15 +32,23 @@ log = logging.getLogger("meshlet.agent")
 
 
 class InboundHandler:
-    def __init__(self, local: LocalServices, metrics: AgentMetrics, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        local: LocalServices,
+        metrics: AgentMetrics,
+        connect_timeout: float,
+        *,
+        access_log: bool = True,
+    ) -> None:
         self._local = local
         self._metrics = metrics
+        self._access_log = access_log
         self._connect_timeout = connect_timeout
         #: Connects to local servers under way, cancelled by :meth:`close`.
         self._connecting: set[asyncio.Task[object]] = set()
 
     def on_open(self, peer_identity: str, request: OpenRequest, answer: Answer) -> None:
-        record = ConnectionRecord(self._metrics, "inbound", peer_identity)
+        record = ConnectionRecord(self._metrics, "inbound", peer_identity, log=self._access_log)
         record.service = request.service_id
         record.endpoint = request.workload
         code = ReplyCode.GENERAL_FAILURE
