@@ -47,7 +47,15 @@ from bench.wrk import run_wrk, write_script
 RESULTS = REPO / "bench" / "results"
 LOADS = {"close32": (32, True), "close1": (1, True), "ka32": (32, False)}  # connections, close
 #: Figures kept per run; errors and bad responses add up over rounds, the others take medians.
-FIGURES = ("req_s", "p50_ms", "p99_ms", "cpu_us_per_req", "user_us_per_req", "sys_us_per_req")
+FIGURES = (
+    "req_s",
+    "p50_ms",
+    "p99_ms",
+    "cpu_us_per_req",
+    "user_us_per_req",
+    "sys_us_per_req",
+    "idle_pct",
+)
 COUNTS = ("errors", "bad")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -168,6 +176,7 @@ def measure(
                     f"p50 {figures['p50_ms']:.3f} p99 {figures['p99_ms']:.3f} ms "
                     f"cpu {figures['cpu_us_per_req']:.0f} µs/req "
                     f"(usr {figures['user_us_per_req']:.0f} sys {figures['sys_us_per_req']:.0f}) "
+                    f"idle {figures['idle_pct']:.0f} % "
                     f"err {figures['errors']} bad {figures['bad']}"
                 )
     return runs
@@ -178,7 +187,9 @@ def _measure(
 ) -> dict[str, Any]:
     pids = path.proxy_pids()
     before, split_before = cpu_sample(pids), user_system_ticks(pids)
+    idle_before = _machine_ticks()
     figures = _wrk(path, script, connections=connections, close=close, duration=duration)
+    idle, total = (b - a for a, b in zip(idle_before, _machine_ticks(), strict=True))
     cpu = cpu_seconds(before, cpu_sample(pids))
     user, system = (b - a for a, b in zip(split_before, user_system_ticks(pids), strict=True))
     path.check_alive()
@@ -187,7 +198,15 @@ def _measure(
     figures["cpu_us_per_req"] = cpu * per_request
     figures["user_us_per_req"] = user / _TICKS * per_request
     figures["sys_us_per_req"] = system / _TICKS * per_request
+    figures["idle_pct"] = 100 * idle / max(total, 1)
     return figures
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """Idle (idle + iowait) and all clock ticks of every CPU so far, from /proc/stat: what share
+    of the machine a load left unused, which more processes per side could take."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def _wrk(
@@ -218,7 +237,7 @@ def table(results: dict[str, Any]) -> Table:
     )
     with_haproxy = "haproxy" in settings["paths"]
     columns = ["path", "load", "req/s", "× haproxy" if with_haproxy else None, "p50 ms", "p99 ms"]
-    columns += ["CPU µs/req", "user", "sys", "errors", "bad"]
+    columns += ["CPU µs/req", "user", "sys", "idle %", "errors", "bad"]
     for column in filter(None, columns):
         out.add_column(column, justify="left" if column in ("path", "load") else "right")
     for path in settings["paths"]:
@@ -231,6 +250,7 @@ def table(results: dict[str, Any]) -> Table:
                 row.append(f"{ratio:.2f}" if ratio is not None else "–")
             row += [f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['cpu_us_per_req']:.1f}"]
             row += [f"{m['user_us_per_req']:.0f}", f"{m['sys_us_per_req']:.0f}"]
+            row.append(f"{m['idle_pct']:.0f}")
             row += [str(m["errors"]), str(m["bad"])]
             out.add_row(*row)
     return out

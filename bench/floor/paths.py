@@ -5,16 +5,22 @@ direct, ``haproxy`` and ``meshlet`` start exactly as ``python -m bench`` starts 
 docs/performance.md. ``probe`` and ``probe-<variant>`` are the two processes of
 :mod:`bench.floor.probe`, with certificates from the same kind of CA as the HAProxy pair's
 (:class:`CertificateFactory`: P-256, SPIFFE identities); ``relay`` is one plain Python hop.
-Every path is a :class:`bench.suite.BenchPath`; what starts is stopped by the caller's stack.
+``probe-w2`` is the base probe as two independent pairs of processes: both A's share the client
+port (SO_REUSEPORT, the kernel spreads the connections) and A *i* dials B *i* on B *i*'s own
+port, so each B gets exactly one tunnel (B's sharing one port would let the kernel hash both
+tunnels to the same B, leaving the other idle). Every path is a :class:`bench.suite.BenchPath`;
+what starts is stopped by the caller's stack.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.errors import PeerFailed
 from bench.floor.probe import VARIANTS
 from bench.meshpaths import start_meshlet
 from bench.peers import HOST, Backend, start_haproxy_pair
@@ -24,7 +30,13 @@ from meshlet.testing.certs import CertificateFactory, CertPaths
 from meshlet.testing.mesh import free_port
 
 FIXED = ("direct", "haproxy", "meshlet", "relay", "probe")
-NAMES = (*FIXED, *(f"probe-{variant}" for variant in VARIANTS if variant != "base"))
+#: Probe paths run as that many pairs of processes instead of one.
+WORKERS = {"probe-w2": 2}
+NAMES = (
+    *FIXED,
+    *(f"probe-{variant}" for variant in VARIANTS if variant != "base"),
+    *WORKERS,
+)
 
 
 def start_paths(
@@ -49,8 +61,9 @@ def start_paths(
             paths.append(_path(name, port, [_start(where, "hop", argv, port, stack)]))
         else:
             factory = factory or CertificateFactory()
-            variant = name.partition("-")[2] or "base"
-            paths.append(_start_probe(name, where, backend.port, variant, factory, stack))
+            workers = WORKERS.get(name, 1)
+            variant = "base" if workers > 1 else name.partition("-")[2] or "base"
+            paths.append(_start_probe(name, where, backend.port, variant, workers, factory, stack))
     return paths
 
 
@@ -66,22 +79,53 @@ def _start_probe(
     directory: Path,
     backend_port: int,
     variant: str,
+    workers: int,
     factory: CertificateFactory,
     stack: ExitStack,
 ) -> BenchPath:
-    tunnel_port, port = free_port(HOST), free_port(HOST)
-    common = ["--tunnel-port", str(tunnel_port), "--variant", variant]
+    port = free_port(HOST)
+    shared = ["--reuse-port"] if workers > 1 else []
+    tls = {
+        label: _tls(factory.issue(factory.node_identity(f"floor-{label}"), directory / label))
+        for label in "ab"
+    }
+    daemons = []
+    for worker in range(workers):
+        tunnel_port = free_port(HOST)
+        suffix = f"-{worker}" if workers > 1 else ""
+        common = ["--tunnel-port", str(tunnel_port), "--variant", variant]
+        argv = {
+            label: [*tls[label], *common, "--log-file", f"{directory}/access-{label}{suffix}.log"]
+            for label in "ab"
+        }
+        b_argv = ["b", *argv["b"], "--backend-port", str(backend_port)]
+        b = _start(directory, f"probe-b{suffix}", b_argv, tunnel_port, stack)
+        a_argv = ["a", *argv["a"], "--listen-port", str(port), *shared]
+        daemons += [_start(directory, f"probe-a{suffix}", a_argv, port, stack), b]
+    _wait_for_listeners(port, workers, daemons)
+    return _path(name, port, daemons)
 
-    def side(label: str, *argv: str) -> list[str]:
-        files = factory.issue(factory.node_identity(f"floor-{label}"), directory / label)
-        access = ["--log-file", str(directory / f"access-{label}.log")]
-        return [label, *_tls(files), *common, *access, *argv]
 
-    b = _start(
-        directory, "probe-b", side("b", "--backend-port", str(backend_port)), tunnel_port, stack
-    )
-    a = _start(directory, "probe-a", side("a", "--listen-port", str(port)), port, stack)
-    return _path(name, port, [a, b])
+def _wait_for_listeners(port: int, count: int, daemons: list[Daemon]) -> None:
+    deadline = time.monotonic() + 10.0
+    while listeners(Path("/proc/net/tcp").read_text(), port) < count:
+        for daemon in daemons:
+            daemon.check_alive()
+        if time.monotonic() > deadline:
+            raise PeerFailed(f"fewer than {count} probe processes listen on port {port} after 10s")
+        time.sleep(0.05)
+
+
+def listeners(proc_net_tcp: str, port: int) -> int:
+    """The listening sockets on ``port`` in the text of /proc/net/tcp.
+
+    Each SO_REUSEPORT socket has a line of its own (``sl local_address rem_address st ...``,
+    the address as ``HEXIP:HEXPORT``, LISTEN being state ``0A``), which is what tells that every
+    worker listens where a connection would only show that one of them does.
+    """
+    suffix = f":{port:04X}"
+    rows = (line.split() for line in proc_net_tcp.splitlines()[1:])
+    return sum(1 for fields in rows if fields[1].endswith(suffix) and fields[3] == "0A")
 
 
 def _tls(files: CertPaths) -> list[str]:

@@ -24,6 +24,10 @@ The variants add back, one at a time, bookkeeping a real agent does, to price it
 - ``prewarm``: B keeps one spare backend connection dialed ahead, taking the connect off the
   critical path (not the same semantics: the backend sees a connection before the client).
 
+``--reuse-port`` lets several A processes share the client port (SO_REUSEPORT: the kernel spreads
+the connections), each with its own tunnel to its own B; :mod:`bench.floor.paths` starts such
+pairs for ``probe-w2``, to measure what a second process per side does on this machine.
+
 Role ``r`` is one plain TCP relay hop (:mod:`bench.floor.hop`), to price a single Python hop.
 """
 
@@ -363,7 +367,9 @@ async def run_a(args: argparse.Namespace, variant: Variant) -> None:
         return local
 
     accept: Callable[[], Local] = open_with_task if variant.task else tunnel.open_stream
-    await loop.create_server(accept, HOST, args.listen_port, backlog=4096)
+    await loop.create_server(
+        accept, HOST, args.listen_port, backlog=4096, reuse_port=args.reuse_port
+    )
     await tunnel.lost
     raise TunnelLost(f"the tunnel to B ({HOST}:{args.tunnel_port}) closed; restart the probe")
 
@@ -386,6 +392,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tunnel-port", type=int, help="a, b: where B listens for A's tunnel")
     parser.add_argument("--listen-port", type=int, help="a, r: where clients connect")
     parser.add_argument("--backend-port", type=int, help="b, r: where connections go")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="a: share the listen port with other A's"
+    )
     parser.add_argument("--variant", default="base", choices=sorted(VARIANTS))
     parser.add_argument("--log-file", default="/dev/null", help="access log (variants log, both)")
     args = parser.parse_args(argv)
