@@ -9,7 +9,8 @@ warms caches, pools and TLS sessions.
 
 CPU per request is the proxies' utime + stime (:mod:`bench.procs`) over wrk's requests, split
 into user and system time because the probe's whole argument is where the time goes: the
-kernel's share of a new connection is the same for every Python design.
+kernel's share of a new connection is the same for every Python design. The machine's idle
+share during each load (``/proc/stat``) says how much CPU the processes in the path left unused.
 
 Loads (wrk with the suite's Lua body check, :mod:`bench.wrk`): ``close32``, 32 connections
 each making one request on a new connection; ``close1``, the same one at a time; ``ka32``, 32
