@@ -4,7 +4,8 @@ direct, ``haproxy`` and ``meshlet`` start exactly as ``python -m bench`` starts 
 (:mod:`bench.peers`, :mod:`bench.meshpaths`), so the probe's figures sit next to the figures of
 docs/performance.md. ``probe`` and ``probe-<variant>`` are the two processes of
 :mod:`bench.floor.probe`, with certificates from the same kind of CA as the HAProxy pair's
-(:class:`CertificateFactory`: P-256, SPIFFE identities); ``relay`` is one plain Python hop.
+(:class:`CertificateFactory`: P-256, SPIFFE identities); ``relay`` is one plain Python hop,
+``relay-splice`` the same hop moving the bytes with ``os.splice``.
 ``probe-w2`` is the base probe as two independent pairs of processes: both A's share the client
 port (SO_REUSEPORT, the kernel spreads the connections) and A *i* dials B *i* on B *i*'s own
 port, so each B gets exactly one tunnel (B's sharing one port would let the kernel hash both
@@ -29,7 +30,9 @@ from bench.suite import REPO, BenchPath
 from meshlet.testing.certs import CertificateFactory, CertPaths
 from meshlet.testing.mesh import free_port
 
-FIXED = ("direct", "haproxy", "meshlet", "relay", "probe")
+FIXED = ("direct", "haproxy", "meshlet", "relay", "relay-splice", "probe")
+#: The plain hops: one probe process each, of this role (:mod:`bench.floor.probe`).
+HOPS = {"relay": "r", "relay-splice": "s"}
 #: Probe paths run as that many pairs of processes instead of one.
 WORKERS = {"probe-w2": 2}
 NAMES = (
@@ -55,10 +58,10 @@ def start_paths(
             paths.append(_path(name, pair.port, [pair.a, pair.b]))
         elif name == "meshlet":
             paths.append(_start_meshlet(where, backend.port, stack))
-        elif name == "relay":
+        elif name in HOPS:
             port = free_port(HOST)
-            argv = ["r", "--listen-port", str(port), "--backend-port", str(backend.port)]
-            paths.append(_path(name, port, [_start(where, "hop", argv, port, stack)]))
+            argv = [HOPS[name], "--listen-port", str(port), "--backend-port", str(backend.port)]
+            paths.append(_path(name, port, [_start(where, name, argv, port, stack)]))
         else:
             factory = factory or CertificateFactory()
             workers = WORKERS.get(name, 1)

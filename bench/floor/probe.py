@@ -28,7 +28,8 @@ The variants add back, one at a time, bookkeeping a real agent does, to price it
 the connections), each with its own tunnel to its own B; :mod:`bench.floor.paths` starts such
 pairs for ``probe-w2``, to measure what a second process per side does on this machine.
 
-Role ``r`` is one plain TCP relay hop (:mod:`bench.floor.hop`), to price a single Python hop.
+Role ``r`` is one plain TCP relay hop (:mod:`bench.floor.hop`), to price a single Python hop;
+role ``s`` is the same hop moving the bytes with ``os.splice`` (:mod:`bench.floor.splicehop`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import uvloop
 
 from bench.floor.frames import CLOSE, DATA, FIN, OPEN, header, split
 from bench.floor.hop import serve_hop
+from bench.floor.splicehop import serve_splice_hop
 from meshlet.pki import mtls_client_context, mtls_server_context
 
 HOST = "127.0.0.1"
@@ -383,15 +385,21 @@ async def run_r(args: argparse.Namespace, variant: Variant) -> None:
     await serve_hop(HOST, args.listen_port, args.backend_port)
 
 
+async def run_s(args: argparse.Namespace, variant: Variant) -> None:
+    await serve_splice_hop(HOST, args.listen_port, args.backend_port)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.floor.probe", description=__doc__)
-    parser.add_argument("role", choices=["a", "b", "r"], help="tunnel entry, tunnel exit, hop")
+    parser.add_argument(
+        "role", choices=["a", "b", "r", "s"], help="tunnel entry, tunnel exit, hop, splice hop"
+    )
     parser.add_argument("--cert", help="a, b: this side's certificate (PEM)")
     parser.add_argument("--key", help="a, b: its key (PEM)")
     parser.add_argument("--ca", help="a, b: the CA that signed both sides' certificates")
     parser.add_argument("--tunnel-port", type=int, help="a, b: where B listens for A's tunnel")
-    parser.add_argument("--listen-port", type=int, help="a, r: where clients connect")
-    parser.add_argument("--backend-port", type=int, help="b, r: where connections go")
+    parser.add_argument("--listen-port", type=int, help="a, r, s: where clients connect")
+    parser.add_argument("--backend-port", type=int, help="b, r, s: where connections go")
     parser.add_argument(
         "--reuse-port", action="store_true", help="a: share the listen port with other A's"
     )
@@ -402,6 +410,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "a": ("cert", "key", "ca", "tunnel_port", "listen_port"),
         "b": ("cert", "key", "ca", "tunnel_port", "backend_port"),
         "r": ("listen_port", "backend_port"),
+        "s": ("listen_port", "backend_port"),
     }[args.role]
     missing = [f"--{name.replace('_', '-')}" for name in needed if getattr(args, name) is None]
     if missing:
@@ -418,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
-    role = {"a": run_a, "b": run_b, "r": run_r}[args.role]
+    role = {"a": run_a, "b": run_b, "r": run_r, "s": run_s}[args.role]
     uvloop.run(role(args, variant))
 
 
