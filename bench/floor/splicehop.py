@@ -30,8 +30,8 @@ import socket
 from contextlib import suppress
 
 #: Each pipe's capacity, and the most one read moves. The default 64 KiB took four times the
-#: plain hop's system calls per byte (the plain hop reads 256 KiB at a time) and as much CPU
-#: per GB; 256 KiB took less than half of it, 1 MiB little less again.
+#: plain hop's system calls per byte (uvloop reads 256 KiB at a time) and as much CPU per GB;
+#: 256 KiB takes about 0.6 times the plain hop's CPU per GB (bench/floor/README.md).
 PIPE_SIZE = 1 << 18
 FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 
