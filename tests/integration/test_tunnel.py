@@ -1026,7 +1026,7 @@ def endpoint(
 def establish(connector: Connector, early: EarlyData | None = None) -> asyncio.Future[Outcome]:
     """``connector.establish_then`` with its outcome in a future."""
     done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client")
+    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client", access_log=True)
     connector.establish_then("demo/client", REQUEST.service_id, record, early, done.set_result)
     return done
 
@@ -1190,7 +1190,9 @@ async def test_a_client_whose_early_data_got_no_answer_gets_no_reply_code(
     pool = pool_for(client_ctx)
     config = client_config(endpoint(server))
     connector = connector_for(pool, lambda: config, tmp_path, connect_timeout=0.5)
-    clients = ClientContext(connector, AgentMetrics(), handshake_timeout=10, max_pending=10)
+    clients = ClientContext(
+        connector, AgentMetrics(), handshake_timeout=10, max_pending=10, access_log=True
+    )
     with tempfile.TemporaryDirectory(prefix="ml") as meshlet_dir:  # short: a Unix socket path
         (Path(meshlet_dir) / "client").mkdir()
         listener = await asyncio.get_running_loop().create_unix_server(

@@ -56,7 +56,7 @@ def access() -> Iterator[logging.Logger]:
 
 
 def _end_connection(metrics: AgentMetrics, source: str) -> None:
-    record = ConnectionRecord(metrics, "outbound", source)
+    record = ConnectionRecord(metrics, "outbound", source, access_log=True)
     record.service = "echo.echo.demo"
     record.replied(ReplyCode.SERVICE_NOT_FOUND)
 
@@ -87,7 +87,7 @@ async def test_an_agent_with_access_log_off_writes_no_lines_but_still_counts(
     collecting = _Collecting()
     access.addHandler(collecting)
     metrics = AgentMetrics()
-    record = ConnectionRecord(metrics, "outbound", "demo/client", log=False)
+    record = ConnectionRecord(metrics, "outbound", "demo/client", access_log=False)
     record.service_label = record.service = "echo.echo.demo"
     record.replied(ReplyCode.SERVICE_NOT_FOUND)
     await asyncio.sleep(0)

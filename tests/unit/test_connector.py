@@ -41,7 +41,7 @@ def test_a_callback_that_raises_is_not_called_again(tmp_path: Path) -> None:
         calls.append(outcome.code)
         raise RuntimeError("the listener failed")
 
-    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client")
+    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client", access_log=True)
     with pytest.raises(RuntimeError):
         connector.establish_then("demo/client", "echo.echo.demo", record, None, on_done)
     assert calls == [ReplyCode.NOT_READY]  # not a second time with GENERAL_FAILURE
@@ -83,7 +83,7 @@ async def test_a_cancelled_local_open_gives_its_max_conn_slot_back(tmp_path: Pat
         peer_identity="spiffe://meshlet.local/node/node-a",
         request=OpenRequest("echo.echo.demo", "demo/echo"),
     )
-    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client")
+    record = ConnectionRecord(AgentMetrics(), "outbound", "demo/client", access_log=True)
     opening = asyncio.ensure_future(connector._open_local(source, target, record, 10))
     await asyncio.sleep(0)
     assert local.active("demo/echo", "echo.echo.demo") == 1

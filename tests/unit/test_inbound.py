@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,12 @@ INBOUND = Inbound(
 REQUEST = OpenRequest(INBOUND.service_id, INBOUND.workload)
 
 
-def handler(max_conn: int | None = None) -> tuple[InboundHandler, LocalServices]:
+def handler(
+    max_conn: int | None = None, access_log: bool = True
+) -> tuple[InboundHandler, LocalServices]:
     config = NodeConfig(node="n", inbound=(replace(INBOUND, max_conn=max_conn),))
     local = LocalServices(Path("/nonexistent"), lambda: config)
-    return InboundHandler(local, AgentMetrics(), 5.0), local
+    return InboundHandler(local, AgentMetrics(), 5.0, access_log=access_log), local
 
 
 class Answers:
@@ -39,6 +43,19 @@ class Answers:
         self.codes.append(code)
         if self.fail:
             raise RuntimeError("the tunnel is gone")
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_a_refused_stream_is_logged_only_with_the_access_log_on(
+    access_log: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshlet.access")
+    inbound, _ = handler(access_log=access_log)
+    answers = Answers()
+    inbound.on_open("spiffe://meshlet.local/ns/demo/meshlet/intruder", REQUEST, answers)
+    assert answers.codes == [ReplyCode.ACCESS_DENIED]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "meshlet.access"]
+    assert [line["reply"] for line in lines] == (["ACCESS_DENIED"] if access_log else [])
 
 
 def test_a_failing_answer_is_not_answered_again() -> None:

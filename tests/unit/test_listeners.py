@@ -69,7 +69,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
     sent_with_open: bool,
 ) -> None:
     connector = _Connector()
-    ctx = ClientContext(connector, AgentMetrics(), 10, 10)  # type: ignore[arg-type]
+    ctx = ClientContext(connector, AgentMetrics(), 10, 10, access_log=True)  # type: ignore[arg-type]
     client = _Transport()
     protocol = UpstreamProtocol(ctx, "demo/client", "echo.echo.demo")
     protocol.connection_made(client)
@@ -96,7 +96,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
 
 async def test_bytes_behind_the_request_leave_with_the_open_and_the_client_gets_its_reply() -> None:
     connector = _Connector()
-    ctx = ClientContext(connector, AgentMetrics(), 10, 10)  # type: ignore[arg-type]
+    ctx = ClientContext(connector, AgentMetrics(), 10, 10, access_log=True)  # type: ignore[arg-type]
     client = _Transport()
     protocol = HandshakeProtocol(ctx, "demo/client")
     protocol.connection_made(client)

@@ -170,12 +170,12 @@ class _Relay:
 
 def test_only_a_connection_answered_ok_is_counted_active_and_closed() -> None:
     metrics = AgentMetrics()
-    answered = ConnectionRecord(metrics, "outbound", "demo/client")
+    answered = ConnectionRecord(metrics, "outbound", "demo/client", access_log=True)
     answered.service_label = "svc"
     answered.replied(ReplyCode.OK)
     assert metrics.active_for("outbound").value == 1
     # A relay connected and closed before its connection was answered (the agent stopping).
-    unanswered = ConnectionRecord(metrics, "outbound", "demo/client")
+    unanswered = ConnectionRecord(metrics, "outbound", "demo/client", access_log=True)
     unanswered.service_label = "svc"
     unanswered.relay_closed(_Relay())
     assert metrics.active_for("outbound").value == 1

@@ -49,8 +49,8 @@ class _Counted(Protocol):
 
 class ConnectionRecord:
     __slots__ = (
+        "_access_log",
         "_done",
-        "_log",
         "_metrics",
         "client_is_left",
         "code",
@@ -64,11 +64,11 @@ class ConnectionRecord:
     )
 
     def __init__(
-        self, metrics: AgentMetrics, direction: Direction, source: str, *, log: bool = True
+        self, metrics: AgentMetrics, direction: Direction, source: str, *, access_log: bool
     ) -> None:
         self._metrics = metrics
         #: Whether the agent writes access-log lines at all (``accessLog`` in agent.yaml).
-        self._log = log
+        self._access_log = access_log
         self.direction: Direction = direction
         self.source = source
         self.started = time.monotonic()
@@ -130,7 +130,7 @@ class ConnectionRecord:
         if self.release is not None:
             self.release()
             self.release = None
-        if self._log and access_log.isEnabledFor(logging.INFO):
+        if self._access_log and access_log.isEnabledFor(logging.INFO):
             code = self.code if self.code is not None else ReplyCode.GENERAL_FAILURE
             line = (
                 f'{{"direction": "{self.direction}", "source": {_json_str(self.source)}, '

@@ -38,7 +38,7 @@ class InboundHandler:
         metrics: AgentMetrics,
         connect_timeout: float,
         *,
-        access_log: bool = True,
+        access_log: bool,
     ) -> None:
         self._local = local
         self._metrics = metrics
@@ -48,7 +48,9 @@ class InboundHandler:
         self._connecting: set[asyncio.Task[object]] = set()
 
     def on_open(self, peer_identity: str, request: OpenRequest, answer: Answer) -> None:
-        record = ConnectionRecord(self._metrics, "inbound", peer_identity, log=self._access_log)
+        record = ConnectionRecord(
+            self._metrics, "inbound", peer_identity, access_log=self._access_log
+        )
         record.service = request.service_id
         record.endpoint = request.workload
         code = ReplyCode.GENERAL_FAILURE

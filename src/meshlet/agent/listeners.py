@@ -56,9 +56,9 @@ class ClientContext:
     metrics: AgentMetrics
     handshake_timeout: float
     max_pending: int
-    pending: int = 0
     #: ``accessLog`` of agent.yaml.
-    access_log: bool = True
+    access_log: bool
+    pending: int = 0
     #: Handshake timeouts, on shared timers (a ``call_later`` and its cancel per connection
     #: cost ~2.3 us, these ~0.5 us; a stalled handshake is closed up to 50 ms later).
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -78,7 +78,9 @@ class _Establishing(asyncio.Protocol):
         self._ctx = ctx
         self._workload = workload
         self._transport: asyncio.Transport | None = None
-        self._record = ConnectionRecord(ctx.metrics, "outbound", workload, log=ctx.access_log)
+        self._record = ConnectionRecord(
+            ctx.metrics, "outbound", workload, access_log=ctx.access_log
+        )
         #: What the client sent while being established and not yet handed on: the reads
         #: themselves, joined once (one read, the common case, is handed on as it is).
         self._held: list[bytes] = []
