@@ -211,7 +211,7 @@ def measure(
 def _run(path: BenchPath, load: str, loads: Loads, script: Path) -> tuple[dict[str, Any], str]:
     """One load on one path: its figures and a line saying the main ones."""
     if load == BULK:
-        f = _per_gigabyte(_measure(path, partial(_bulk, path, loads)))
+        f = per_gigabyte(_measure(path, partial(_bulk, path, loads)))
         line = (
             f"{f['mb_s']:7,.0f} MB/s cpu {f['cpu_s_per_gb']:.2f} s/GB "
             f"(usr {f['user_s_per_gb']:.2f} sys {f['sys_s_per_gb']:.2f})"
@@ -219,7 +219,7 @@ def _run(path: BenchPath, load: str, loads: Loads, script: Path) -> tuple[dict[s
         return f, line
     connections, close = REQUESTS[load]
     wrk = partial(_wrk, path, script, connections=connections, close=close, duration=loads.duration)
-    f = _per_request(_measure(path, wrk))
+    f = per_request(_measure(path, wrk))
     line = (
         f"{f['req_s']:7,.0f} req/s p50 {f['p50_ms']:.3f} p99 {f['p99_ms']:.3f} ms "
         f"cpu {f['cpu_us_per_req']:.0f} µs/req "
@@ -232,9 +232,10 @@ def _measure(path: BenchPath, work: Callable[[], dict[str, Any]]) -> dict[str, A
     """``work``'s figures, with the CPU seconds the path's processes used meanwhile."""
     pids = path.proxy_pids()
     before, split_before = cpu_sample(pids), user_system_ticks(pids)
-    idle_before = _machine_ticks()
+    idle_before = machine_ticks(Path("/proc/stat").read_text())
     figures = work()
-    idle, total = (b - a for a, b in zip(idle_before, _machine_ticks(), strict=True))
+    idle_after = machine_ticks(Path("/proc/stat").read_text())
+    idle, total = (b - a for a, b in zip(idle_before, idle_after, strict=True))
     cpu = cpu_seconds(before, cpu_sample(pids))
     user, system = (b - a for a, b in zip(split_before, user_system_ticks(pids), strict=True))
     path.check_alive()
@@ -245,24 +246,26 @@ def _measure(path: BenchPath, work: Callable[[], dict[str, Any]]) -> dict[str, A
     return figures
 
 
-def _per_request(figures: dict[str, Any]) -> dict[str, Any]:
+def per_request(figures: dict[str, Any]) -> dict[str, Any]:
     per_request = 1e6 / max(figures["requests"], 1)
     for name in ("cpu", "user", "sys"):
         figures[f"{name}_us_per_req"] = figures[f"{name}_s"] * per_request
     return figures
 
 
-def _per_gigabyte(figures: dict[str, Any]) -> dict[str, Any]:
+def per_gigabyte(figures: dict[str, Any]) -> dict[str, Any]:
     gigabytes = max(figures["bytes"], 1) / 1e9
     for name in ("cpu", "user", "sys"):
         figures[f"{name}_s_per_gb"] = figures[f"{name}_s"] / gigabytes
     return figures
 
 
-def _machine_ticks() -> tuple[int, int]:
-    """Idle (idle + iowait) and all clock ticks of every CPU so far, from /proc/stat: what share
-    of the machine a load left unused, which more processes per side could take."""
-    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+def machine_ticks(proc_stat: str) -> tuple[int, int]:
+    """Idle (idle + iowait) and all clock ticks of every CPU so far, from the text of /proc/stat
+    (its first line, ``cpu  user nice system idle iowait irq softirq steal ...``): what share of
+    the machine a load left unused, which more processes per side could take. Guest time is
+    already counted in user time, so the first eight fields are the total."""
+    fields = [int(field) for field in proc_stat.split("\n", 1)[0].split()[1:9]]
     return fields[3] + fields[4], sum(fields)
 
 

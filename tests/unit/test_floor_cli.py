@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.floor.cli import medians, tables
+from bench.floor.cli import machine_ticks, medians, per_gigabyte, per_request, tables
 
 
 def bulk_run(run: int, mb_s: float, errors: int = 0) -> dict[str, Any]:
@@ -44,3 +44,15 @@ def test_only_the_loads_measured_get_a_table() -> None:
     settings = {"paths": ["relay-splice"], "loads": ["bulk"], "rounds": 1, "bulk_count": 20}
     results = {"settings": settings, "medians": medians([bulk_run(0, 1500.0)])}
     assert len(tables(results)) == 1
+
+
+def test_machine_ticks_count_idle_and_iowait_against_all_but_guest_time() -> None:
+    proc_stat = "cpu  100 5 50 800 20 3 2 0 7 0\ncpu0 50 2 25 400 10 1 1 0 3 0\nintr 1 2 3\n"
+    assert machine_ticks(proc_stat) == (820, 980)
+
+
+def test_cpu_seconds_become_per_request_and_per_gigabyte() -> None:
+    request = per_request({"requests": 20_000, "cpu_s": 0.5, "user_s": 0.1, "sys_s": 0.4})
+    assert (request["cpu_us_per_req"], request["user_us_per_req"]) == (25.0, 5.0)
+    bulk = per_gigabyte({"bytes": 2_000_000_000, "cpu_s": 1.0, "user_s": 0.25, "sys_s": 0.75})
+    assert (bulk["cpu_s_per_gb"], bulk["sys_s_per_gb"]) == (0.5, 0.375)
