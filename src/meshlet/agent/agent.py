@@ -55,7 +55,7 @@ from meshlet.cpclient import CPClient, CPError, split_pinned_token
 from meshlet.nodeconfig import InvalidNodeConfig, NodeConfig
 from meshlet.pki import node_identity
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "report_task_failure"]
 
 log = logging.getLogger("meshlet.agent")
 
@@ -208,7 +208,9 @@ class Agent:
         return missing
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(report_task_failure)
+        self._tasks.append(task)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class Agent:
             self._tunnel_task = asyncio.get_running_loop().create_task(
                 self._start_tunnel(config.trust_domain), name="tunnel"
             )
+            self._tunnel_task.add_done_callback(report_task_failure)
         elif previous is not None and previous.trust_domain != config.trust_domain:
             log.error(
                 "the control plane changed the trust domain from %s to %s; restart the agent",
@@ -375,7 +378,7 @@ class Agent:
             self.tunnel_port = await server.start(tunnel.address, tunnel.port)
         except OSError as exc:
             log.error("cannot listen for tunnels on %s:%s: %s", tunnel.address, tunnel.port, exc)
-            raise
+            return
         self._tunnel = server
         delay = _BACKOFF_MIN
         while True:
@@ -386,3 +389,16 @@ class Agent:
                 log.warning("registering the node: %s; retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def report_task_failure(task: asyncio.Task[None]) -> None:
+    """Done callback of the agent's long-running tasks: logs the error a task ended with.
+
+    Without it an error would surface only when the agent stops (its tasks are gathered then),
+    and until then the agent would look merely not ready.
+    """
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("agent task %r stopped: %s", task.get_name(), exc, exc_info=exc)

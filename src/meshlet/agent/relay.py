@@ -71,7 +71,8 @@ class _Side(asyncio.Protocol):
             self._write_eof()
         relay._start_timer()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | bytearray) -> None:
+        # A tunnel stream hands over large payloads as its own bytearray (see MuxStream).
         self.count += len(data)
         relay = self.relay
         relay.last_activity = relay.loop.time()

@@ -302,8 +302,9 @@ class MuxStream(asyncio.Transport):
             self._held += data
             return
         try:
-            # A bytearray here is the stream's own (never reused): as good as bytes.
-            self._protocol.data_received(cast(bytes, data))
+            # A bytearray here is the stream's own (never reused): as good as bytes. Not a
+            # cast: the compiled build checks casts to bytes at run time.
+            self._protocol.data_received(data)  # type: ignore[arg-type]
         except Exception:
             log.exception("protocol of tunnel stream %d failed on data; aborting it", self._id)
             self.abort()
@@ -335,7 +336,7 @@ class MuxStream(asyncio.Transport):
         if held:
             try:
                 # The held bytearray is handed over, not copied: nothing here touches it again.
-                self._protocol.data_received(cast(bytes, held))
+                self._protocol.data_received(held)  # type: ignore[arg-type]
             except Exception:
                 log.exception("protocol of tunnel stream %d failed on data; aborting it", self._id)
                 self.abort()
@@ -799,7 +800,12 @@ class TunnelServer:
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
-        return tuple(self._server.sockets) if self._server is not None else ()
+        if self._server is None:
+            return ()
+        # uvloop's servers give a list where asyncio's stub says tuple; the compiled build
+        # would check the stub's type, so read it as any iterable.
+        sockets: Iterable[socket.socket] = cast(Any, self._server).sockets
+        return tuple(sockets)
 
     @property
     def port(self) -> int:
