@@ -10,6 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from bench.peers import find_program
+from meshlet.agent.build import data_path_build
 
 
 def _cpu_model() -> str:
@@ -58,4 +59,6 @@ def versions(repo: Path) -> dict[str, str]:
         "nginx": _first_match(r"nginx/(\S+)", _output([find_program("nginx"), "-v"])),
         "wrk": _first_match(r"wrk (\S+)", _output([find_program("wrk"), "-v"])),
         "meshlet": rev,
+        # The agents inherit this process's PYTHONPATH, so they load the same build.
+        "meshlet_build": data_path_build(),
     }

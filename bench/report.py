@@ -342,6 +342,7 @@ def markdown(results: Results, results_file: str) -> str:
     s, m, v = results["settings"], results["machine"], results["versions"]
     # Results from before the setting existed were taken with the log on.
     access_log = "on" if s.get("access_log", True) else "off (HAProxy and nginx log nothing either)"
+    build = v.get("meshlet_build", "pure Python")  # results from before the compiled build
     parts = [
         f"Latest run: {results['timestamp']}, raw figures in `{results_file}`. Medians of "
         f"{s['runs']} interleaved runs; keep-alive {s['keepalive_s']:g} s and new connections "
@@ -350,7 +351,7 @@ def markdown(results: Results, results_file: str) -> str:
         f"medians of the ratios within each run. meshlet's access log: {access_log}.",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, {m['os']}. "
         f"Versions: Python {v['python']}, HAProxy {v['haproxy']}, nginx {v['nginx']}, "
-        f"wrk {v['wrk']}, meshlet `{v['meshlet']}`.",
+        f"wrk {v['wrk']}, meshlet `{v['meshlet']}` ({build} data path).",
     ]
     for title, header, rows in tables(results):
         parts.append(f"### {title}\n\n{_markdown_table(header, rows)}")

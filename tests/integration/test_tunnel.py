@@ -221,6 +221,7 @@ async def test_many_concurrent_streams_share_one_connection(
 
 @on_uvloop
 @pytest.mark.timeout(20)
+@pytest.mark.pure_python
 async def test_an_open_arriving_between_the_dial_and_its_callback_does_not_spin(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:

@@ -53,3 +53,11 @@ def test_the_report_says_whether_meshlet_wrote_its_access_log() -> None:
     assert "meshlet's access log: on." in markdown(results, "r.json")
     results["settings"]["access_log"] = False
     assert "meshlet's access log: off" in markdown(results, "r.json")
+
+
+def test_the_report_says_which_build_of_the_data_path_ran() -> None:
+    results = json.loads((_RESULTS / "2026-11-23T033649Z.json").read_text())
+    assert "meshlet_build" not in results["versions"]  # taken before the compiled build
+    assert "(pure Python data path)" in markdown(results, "r.json")
+    results["versions"]["meshlet_build"] = "compiled"
+    assert "(compiled data path)" in markdown(results, "r.json")

@@ -20,6 +20,7 @@ from pathlib import Path
 import uvloop
 
 from meshlet.agent.agent import Agent
+from meshlet.agent.build import data_path_build
 from meshlet.agent.config import AgentSettings, load_config
 from meshlet.agent.errors import AgentError, ConfigError
 
@@ -89,11 +90,12 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event | None = None) 
     try:
         await agent.start()
         log.info(
-            "agent %s running: admin on %s:%s, run dir %s",
+            "agent %s running: admin on %s:%s, run dir %s, data path %s",
             settings.config.node,
             settings.config.admin.address,
             agent.admin_port,
             agent.run_dir,
+            data_path_build(),
         )
         await stop.wait()
         log.info("agent %s stopping", settings.config.node)
