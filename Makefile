@@ -9,7 +9,7 @@ COMPILED := build/compiled
 SRC    := src/meshlet
 PYTEST_FLAGS ?=
 
-.PHONY: up test lint typecheck unit integration integration-compiled compiled bench docs clean venv
+.PHONY: up test lint typecheck unit integration unit-compiled integration-compiled compiled bench docs clean venv
 
 venv: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/meshlet up
 
-test: lint typecheck unit integration integration-compiled
+test: lint typecheck unit integration unit-compiled integration-compiled
 
 lint: $(STAMP)
 	$(BIN)/ruff check setup.py src tests bench scripts
@@ -43,11 +43,15 @@ integration: $(STAMP)
 compiled: $(COMPILED)/.stamp
 
 $(COMPILED)/.stamp: $(STAMP) setup.py pyproject.toml $(shell find src -name '*.py')
+	scripts/install-compiler $(BIN)/python
 	rm -rf build  # setuptools and mypyc work there too: nothing stale survives
 	MESHLET_MYPYC=1 $(BIN)/pip install --quiet --no-build-isolation --no-deps --target $(COMPILED) .
 	touch $@
 
-# The integration suite again, against the compiled build.
+# The unit and integration suites again, against the compiled build.
+unit-compiled: compiled
+	PYTHONPATH=$(COMPILED) MESHLET_EXPECT_COMPILED=1 $(BIN)/pytest tests/unit -q $(PYTEST_FLAGS)
+
 integration-compiled: compiled
 	PYTHONPATH=$(COMPILED) MESHLET_EXPECT_COMPILED=1 $(BIN)/pytest tests/integration -q $(PYTEST_FLAGS)
 

@@ -1,8 +1,9 @@
-"""Suite-wide: which build of the data path the tests run, and tests that need the pure one.
+"""Suite-wide: which build of the data path the tests run, and tests that need the pure one
+(marked ``pure_python``: they hand compiled classes stand-ins or replace their methods).
 
-``make integration-compiled`` runs the integration tests with ``PYTHONPATH=build/compiled``
-and ``MESHLET_EXPECT_COMPILED=1``; the run stops at once if meshlet was not loaded from there,
-so that a compiled run can never silently test the pure source.
+``make unit-compiled`` and ``make integration-compiled`` run the tests with
+``PYTHONPATH=build/compiled`` and ``MESHLET_EXPECT_COMPILED=1``; the run stops at once if
+meshlet was not loaded from there, so that a compiled run never silently tests the pure source.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if data_path_build() != "compiled":
         return
-    skip = pytest.mark.skip(reason="replaces a method of a compiled class")
+    skip = pytest.mark.skip(reason="compiled classes refuse stand-ins and replaced methods")
     for item in items:
         if item.get_closest_marker("pure_python") is not None:
             item.add_marker(skip)

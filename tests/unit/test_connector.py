@@ -55,6 +55,7 @@ class _HangingLocal(LocalServices):
         raise AssertionError("unreachable")
 
 
+@pytest.mark.pure_python
 async def test_a_cancelled_local_open_gives_its_max_conn_slot_back(tmp_path: Path) -> None:
     source = "spiffe://meshlet.local/ns/demo/meshlet/client"
     inbound = Inbound(
@@ -100,6 +101,7 @@ def _early(sent: bool) -> EarlyData:
     return EarlyData(b"GET / HTTP/1.1\r\n\r\n", sent=sent)
 
 
+@pytest.mark.pure_python
 @pytest.mark.parametrize(
     ("result", "early", "code", "retryable", "unanswered"),
     [
@@ -127,6 +129,7 @@ def test_a_remote_open_result_decides_between_answer_retry_and_no_reply(
     assert outcome.relay is None
 
 
+@pytest.mark.pure_python
 def test_an_ok_remote_open_hands_over_its_relay() -> None:
     outcome = _remote_outcome(ReplyCode.OK, _early(True), _RELAY)
     assert (outcome.code, outcome.relay, outcome.retryable) == (ReplyCode.OK, _RELAY, False)

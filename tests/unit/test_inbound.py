@@ -66,6 +66,7 @@ def test_a_failing_answer_is_not_answered_again() -> None:
     assert answers.codes == [ReplyCode.ACCESS_DENIED]
 
 
+@pytest.mark.pure_python
 async def test_a_failure_after_admission_answers_once_and_gives_the_slot_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -64,6 +64,7 @@ class _Connector:
         self.early, self.on_done = early, on_done
 
 
+@pytest.mark.pure_python
 @pytest.mark.parametrize("sent_with_open", [True, False])
 async def test_bytes_held_while_establishing_reach_the_destination_once_in_order(
     sent_with_open: bool,
@@ -94,6 +95,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
     assert client.protocol is relay.left
 
 
+@pytest.mark.pure_python
 async def test_bytes_behind_the_request_leave_with_the_open_and_the_client_gets_its_reply() -> None:
     connector = _Connector()
     ctx = ClientContext(connector, AgentMetrics(), 10, 10, access_log=True)  # type: ignore[arg-type]

@@ -178,15 +178,10 @@ class MuxStream(asyncio.Transport):
         protocol: asyncio.Protocol,
         request: OpenRequest,
     ) -> None:
-        super().__init__(
-            {
-                "peer_identity": connection.peer_identity,
-                "peername": connection.peername,
-                "sockname": connection.sockname,
-                "stream_id": stream_id,
-                "request": request,
-            }
-        )
+        # No ``super().__init__()``: all it does is store an ``extra`` dict in a slot of
+        # ``BaseTransport``, which get_extra_info below does not use, and instances of the
+        # compiled build (mypyc 2.4) never released that slot: one dict leaked per stream.
+        self._request = request
         self._conn = connection
         self._session = connection.session
         self._id = stream_id
@@ -203,6 +198,20 @@ class MuxStream(asyncio.Transport):
         self._writing_paused = False
 
     # -- asyncio.Transport ----------------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        # Read from the stream and its connection: no ``extra`` dict per stream (see __init__).
+        if name == "peer_identity":
+            return self._conn.peer_identity
+        if name == "peername":
+            return self._conn.peername
+        if name == "sockname":
+            return self._conn.sockname
+        if name == "stream_id":
+            return self._id
+        if name == "request":
+            return self._request
+        return default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._eof_written and not self._closing:
