@@ -6,7 +6,8 @@ echoes every byte it receives. The greeting lets a test see which endpoint a con
 client half-closes, the server finishes echoing and half-closes too, so a test can tell that a
 ``shutdown(SHUT_WR)`` crossed the mesh.
 
-The server counts connections it accepted (``accepted``) and those still open (``active``).
+The server counts the connections that sent it at least one byte (``carried``): an agent's health
+probes connect and close without sending anything, so they do not count.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ class EchoServer:
         self.tag = tag
         self.unix_path = unix_path
         self.tcp_port = tcp_port
-        self.accepted = 0
-        self.active = 0
+        self.carried = 0
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
@@ -60,23 +60,24 @@ class EchoServer:
             except OSError:
                 return
             with self._lock:
-                self.accepted += 1
-                self.active += 1
                 self._connections.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
             conn.sendall(self.tag.encode() + b"\n")
-            while data := conn.recv(65536):
+            if data := conn.recv(65536):
+                with self._lock:
+                    self.carried += 1
+            while data:
                 conn.sendall(data)
+                data = conn.recv(65536)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         finally:
             conn.close()
             with self._lock:
-                self.active -= 1
                 self._connections.discard(conn)
 
     def stop(self) -> None:
