@@ -22,7 +22,9 @@ The variants add back, one at a time, bookkeeping a real agent does, to price it
 - ``both``: ``task`` and ``log``;
 - ``eager``: no coalescing, one TLS write per frame at once;
 - ``prewarm``: B keeps one spare backend connection dialed ahead, taking the connect off the
-  critical path (not the same semantics: the backend sees a connection before the client).
+  critical path (not the same semantics: the backend sees a connection before the client);
+- ``sslsock``: the tunnel's TLS runs on the socket itself (``ssl.SSLSocket``) instead of
+  through the loop's memory-BIO TLS transport (:mod:`bench.floor.sockettls`).
 
 ``--reuse-port`` lets several A processes share the client port (SO_REUSEPORT: the kernel spreads
 the connections), each with its own tunnel to its own B; :mod:`bench.floor.paths` starts such
@@ -38,6 +40,7 @@ import argparse
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ import uvloop
 
 from bench.floor.frames import CLOSE, DATA, FIN, OPEN, header, split
 from bench.floor.hop import serve_hop
+from bench.floor.sockettls import SocketTLS, handshake
 from bench.floor.splicehop import serve_splice_hop
 from meshlet.pki import mtls_client_context, mtls_server_context
 
@@ -65,6 +69,7 @@ class Variant:
     log: bool = False
     eager: bool = False
     prewarm: bool = False
+    sslsock: bool = False
 
 
 VARIANTS = {
@@ -74,6 +79,7 @@ VARIANTS = {
     "both": Variant(task=True, log=True),
     "eager": Variant(eager=True),
     "prewarm": Variant(prewarm=True),
+    "sslsock": Variant(sslsock=True),
 }
 
 
@@ -345,6 +351,9 @@ class Local(asyncio.Protocol):
 async def run_b(args: argparse.Namespace, variant: Variant) -> None:
     loop = asyncio.get_running_loop()
     context = mtls_server_context(args.cert, args.key, args.ca)
+    if variant.sslsock:
+        await _serve_socket_tls(context, args, variant)
+        return
     server = await loop.create_server(
         lambda: Tunnel(variant, dial_port=args.backend_port),
         HOST,
@@ -354,12 +363,47 @@ async def run_b(args: argparse.Namespace, variant: Variant) -> None:
     await server.serve_forever()
 
 
+async def _serve_socket_tls(
+    context: ssl.SSLContext, args: argparse.Namespace, variant: Variant
+) -> None:
+    """B, sslsock: every connection to the tunnel port that completes a handshake is a tunnel
+    (the harness's readiness check connects and leaves without one)."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server((HOST, args.tunnel_port), backlog=16)
+    listener.setblocking(False)
+    while True:
+        sock, _ = await loop.sock_accept(listener)
+        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            await handshake(loop, tls)
+        except OSError:
+            tls.close()
+            continue
+        SocketTLS(loop, tls, Tunnel(variant, dial_port=args.backend_port))
+
+
+async def _dial_socket_tls(context: ssl.SSLContext, port: int, variant: Variant) -> Tunnel:
+    """A, sslsock: the tunnel with TLS on the socket."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (HOST, port))
+    tls = context.wrap_socket(sock, do_handshake_on_connect=False)
+    await handshake(loop, tls)
+    tunnel = Tunnel(variant)
+    SocketTLS(loop, tls, tunnel)
+    return tunnel
+
+
 async def run_a(args: argparse.Namespace, variant: Variant) -> None:
     loop = asyncio.get_running_loop()
     context = mtls_client_context(args.cert, args.key, args.ca)
-    _, tunnel = await loop.create_connection(
-        lambda: Tunnel(variant), HOST, args.tunnel_port, ssl=context
-    )
+    if variant.sslsock:
+        tunnel = await _dial_socket_tls(context, args.tunnel_port, variant)
+    else:
+        _, tunnel = await loop.create_connection(
+            lambda: Tunnel(variant), HOST, args.tunnel_port, ssl=context
+        )
     await tunnel.ready
 
     def open_with_task() -> Local:
