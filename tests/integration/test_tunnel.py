@@ -830,7 +830,7 @@ async def test_relays_carry_bytes_and_half_close_end_to_end(
     closed: list[Relay] = []
 
     async def on_open(identity: str, request: OpenRequest) -> tuple[ReplyCode, asyncio.Protocol]:
-        relay = Relay(idle_timeout=None, on_close=closed.append)
+        relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=closed.append)
         await loop.create_connection(lambda: relay.left, "127.0.0.1", echo_port)
         return ReplyCode.OK, relay.right
 
@@ -842,7 +842,7 @@ async def test_relays_carry_bytes_and_half_close_end_to_end(
         transport = writer.transport
         transport = cast(asyncio.Transport, transport)
         transport.pause_reading()
-        relay = Relay(idle_timeout=None, on_close=closed.append)
+        relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=closed.append)
         code = await pool.open_stream(
             source_identity=CLIENT,
             peer_identity=NODE,
@@ -884,7 +884,7 @@ async def test_relay_idle_timeout_closes_both_sides_once(
     loop = asyncio.get_running_loop()
     echo = await echo_tcp_server()
     closed: list[Relay] = []
-    relay = Relay(idle_timeout=0.2, on_close=closed.append)
+    relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=0.2, on_close=closed.append)
     await loop.create_connection(lambda: relay.right, "127.0.0.1", echo.sockets[0].getsockname()[1])
     client = Peer()
     front = await loop.create_server(lambda: relay.left, "127.0.0.1", 0)

@@ -84,7 +84,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
     protocol.data_received(b"more")
     protocol.data_received(b" and more")
     protocol.eof_received()
-    relay = Relay(idle_timeout=None, on_close=None)
+    relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=None)
     destination = _Transport()
     relay.right.connection_made(destination)
     connector.on_done(Outcome(ReplyCode.OK, relay))
@@ -106,7 +106,7 @@ async def test_bytes_behind_the_request_leave_with_the_open_and_the_client_gets_
     await asyncio.sleep(0)
     assert connector.early is not None and connector.early.data == b"ping"
     connector.early.sent = True
-    relay = Relay(idle_timeout=None, on_close=None)
+    relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=None)
     destination = _Transport()
     relay.right.connection_made(destination)
     connector.on_done(Outcome(ReplyCode.OK, relay))

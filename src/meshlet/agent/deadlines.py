@@ -53,10 +53,18 @@ class Deadlines:
         self._ticks: dict[int, _Tick] = {}
         self._loop = loop
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> Deadline:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the deadlines run on, looked up once: ``asyncio.get_running_loop()`` makes a
+        ``getpid`` system call on Python 3.11, and the agent's per-connection code shares this
+        lookup instead of making several such calls per connection."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Deadline:
+        loop = self.loop
         number = math.ceil((loop.time() + delay) / self._resolution)
         tick = self._ticks.get(number)
         if tick is None:

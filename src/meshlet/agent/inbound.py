@@ -74,7 +74,9 @@ class InboundHandler:
 
     def _connect(self, admission: Admission, record: ConnectionRecord, answer: Answer) -> None:
         inbound = admission.inbound
-        relay = Relay(idle_timeout=inbound.idle_timeout, on_close=record.relay_closed)
+        relay = Relay(
+            loop=self._local.loop, idle_timeout=inbound.idle_timeout, on_close=record.relay_closed
+        )
         release = admission.release
 
         def connected(code: ReplyCode) -> None:

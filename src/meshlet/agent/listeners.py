@@ -94,7 +94,7 @@ class _Establishing(asyncio.Protocol):
         self._service_id = service_id
         # One turn later, as a task's first step would: what the client sent right behind its
         # request (or right after connecting, on an upstream port) is read by then.
-        asyncio.get_running_loop().call_soon(self._establish)
+        self._ctx.deadlines.loop.call_soon(self._establish)
 
     def _hold(self, data: bytes) -> None:
         """Bytes that arrived while establishing: delivered after ``OK``."""

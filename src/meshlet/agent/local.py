@@ -60,6 +60,11 @@ class LocalServices:
         self._inbounds: dict[tuple[str, str], Inbound | None] = {}
         self._deadlines = deadlines or Deadlines()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The agent's event loop (:attr:`Deadlines.loop`: looked up once, not per connection)."""
+        return self._deadlines.loop
+
     def active(self, workload: str, service_id: str) -> int:
         return self._active.get((workload, service_id), 0)
 
@@ -127,7 +132,7 @@ class LocalServices:
         connection. The deadline is on the shared timers of :class:`Deadlines`
         (``asyncio.timeout`` was ~6% of the accepting agent's CPU per new connection, a timer
         of its own ~1.5%)."""
-        loop = asyncio.get_running_loop()
+        loop = self._deadlines.loop
         target = self.target(inbound)
         attempt = _Attempt(on_done)
         made = _Connecting(protocol, attempt)
@@ -145,7 +150,7 @@ class LocalServices:
         self, inbound: Inbound, protocol: asyncio.Protocol, timeout: float
     ) -> ReplyCode:
         """:meth:`connect_then`, awaited; cancelled, it closes any connection it made."""
-        done: asyncio.Future[ReplyCode] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[ReplyCode] = self._deadlines.loop.create_future()
 
         def resolve(code: ReplyCode) -> None:
             if not done.done():  # not cancelled meanwhile

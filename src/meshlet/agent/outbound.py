@@ -231,7 +231,7 @@ class Connector:
         plan = self._prepare(workload, service_id, record)
         if isinstance(plan, ReplyCode):
             return Outcome(plan)
-        deadline = asyncio.get_running_loop().time() + self._connect_timeout
+        deadline = self._local.loop.time() + self._connect_timeout
         return await self._attempts(plan, record, early, deadline)
 
     def establish_then(
@@ -270,12 +270,13 @@ class Connector:
         plan = self._prepare(workload, service_id, record)
         if isinstance(plan, ReplyCode):
             return Outcome(plan)
-        deadline = asyncio.get_running_loop().time() + self._connect_timeout
+        now = self._local.loop.time()
+        deadline = now + self._connect_timeout
         endpoint = self._balancer.pick(plan.route, ready=plan.ready)
         if (
             endpoint is not None
             and endpoint.node != self._node
-            and self._open_now(plan, plan.target(endpoint), record, early, deadline, on_done)
+            and self._open_now(plan, plan.target(endpoint), record, early, now, deadline, on_done)
         ):
             return None
         return self._attempts(plan, record, early, deadline, first=endpoint)
@@ -286,6 +287,7 @@ class Connector:
         target: _Target,
         record: ConnectionRecord,
         early: EarlyData | None,
+        now: float,
         deadline: float,
         on_done: Callable[[Outcome], None],
     ) -> bool:
@@ -304,7 +306,7 @@ class Connector:
             return False
         if connection is None:
             return False
-        relay = Relay(idle_timeout=None, on_close=record.relay_closed)
+        relay = Relay(loop=self._local.loop, idle_timeout=None, on_close=record.relay_closed)
 
         def replied(result: OpenResult) -> None:
             if result is None:  # refused by a closing connection: the same endpoint, elsewhere
@@ -323,7 +325,7 @@ class Connector:
             connection,
             request=target.request,
             protocol=relay.right,
-            timeout=deadline - asyncio.get_running_loop().time(),
+            timeout=deadline - now,
             early=early,
             on_reply=replied,
         )
@@ -349,7 +351,7 @@ class Connector:
                 outcome = Outcome(ReplyCode.GENERAL_FAILURE)
             on_done(outcome)
 
-        task = asyncio.get_running_loop().create_task(run())
+        task = self._local.loop.create_task(run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -367,7 +369,7 @@ class Connector:
         """Tries endpoints until one answers OK (see the module documentation). ``tried`` and
         ``only_limits`` carry over from tries already made; ``first`` was picked already, and
         ``refused`` times refused by a closing connection (counted against its retries)."""
-        loop = asyncio.get_running_loop()
+        loop = self._local.loop
         tried = set() if tried is None else tried
         while True:
             if first is not None:
@@ -410,7 +412,11 @@ class Connector:
         if isinstance(admission, ReplyCode):
             return Outcome(admission)
         # Same node: this agent is also the receiving side, so it enforces the idle timeout.
-        relay = Relay(idle_timeout=admission.inbound.idle_timeout, on_close=record.relay_closed)
+        relay = Relay(
+            loop=self._local.loop,
+            idle_timeout=admission.inbound.idle_timeout,
+            on_close=record.relay_closed,
+        )
         try:
             code = await self._local.connect(admission.inbound, relay.right, timeout)
         except BaseException:  # cancelled (the agent stopping): connect closed what it made
@@ -432,7 +438,7 @@ class Connector:
         refused: int,
     ) -> Outcome:
         # The receiving agent enforces the idle timeout and closes the stream.
-        relay = Relay(idle_timeout=None, on_close=record.relay_closed)
+        relay = Relay(loop=self._local.loop, idle_timeout=None, on_close=record.relay_closed)
         endpoint = target.endpoint
         result: ReplyCode | TunnelError
         try:
