@@ -106,29 +106,40 @@ class SessionError(Exception):
 
 
 # -- events -------------------------------------------------------------------------------------
+#
+# The events every stream produces have their ``__init__`` written out, for the compiled build:
+# one that ``dataclasses`` generates stays interpreted Python (see ``meshlet.wire.frames.Frame``).
 
 
 class Event:
     __slots__ = ()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class StreamOpened(Event):
     """The peer opened a stream; answer with :meth:`Session.reply`."""
 
     stream_id: int
     request: OpenRequest
 
+    def __init__(self, stream_id: int, request: OpenRequest) -> None:
+        self.stream_id = stream_id
+        self.request = request
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class StreamReplied(Event):
     """The peer answered our OPEN. Any code but OK has already removed the stream."""
 
     stream_id: int
     code: ReplyCode
 
+    def __init__(self, stream_id: int, code: ReplyCode) -> None:
+        self.stream_id = stream_id
+        self.code = code
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class DataReceived(Event):
     """Bytes for a stream; call :meth:`Session.acknowledge` once they are consumed.
 
@@ -138,19 +149,29 @@ class DataReceived(Event):
     stream_id: int
     data: bytes | bytearray
 
+    def __init__(self, stream_id: int, data: bytes | bytearray) -> None:
+        self.stream_id = stream_id
+        self.data = data
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class StreamEnded(Event):
     """The peer half-closed the stream: it will send no more bytes."""
 
     stream_id: int
 
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class StreamFinished(Event):
     """Both sides closed the stream and all our bytes were queued; it no longer exists."""
 
     stream_id: int
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
 
 
 @dataclass(slots=True)
