@@ -21,9 +21,12 @@ COMPILED = [
     "meshlet/agent/inbound.py",
     "meshlet/agent/listeners.py",
     "meshlet/agent/local.py",
+    "meshlet/agent/metrics.py",
     "meshlet/agent/outbound.py",
+    "meshlet/agent/prometheus.py",
     "meshlet/agent/relay.py",
     "meshlet/agent/router.py",
+    "meshlet/agent/sockopts.py",
     "meshlet/agent/tunnel.py",
 ]
 

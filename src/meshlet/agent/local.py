@@ -35,10 +35,17 @@ _UNKNOWN = object()
 log = logging.getLogger("meshlet.agent")
 
 
-@dataclass
+@dataclass(slots=True, init=False)
 class Admission:
+    """A stream admitted to a local target; :meth:`release` gives its ``maxConn`` slot back.
+    One per stream: the ``__init__`` is written out so that the compiled build runs it natively."""
+
     inbound: Inbound
     _release: Callable[[], None] | None = field(repr=False)
+
+    def __init__(self, inbound: Inbound, release: Callable[[], None] | None) -> None:
+        self.inbound = inbound
+        self._release = release
 
     def release(self) -> None:
         if self._release is not None:

@@ -68,14 +68,24 @@ _RETRYABLE = (ReplyCode.CONNECTION_LIMIT, ReplyCode.CONNECT_FAILED)
 _MAX_DECISIONS = 4096
 
 
-@dataclass
+@dataclass(slots=True, init=False)
 class Outcome:
+    """How connecting a client ended. One per connection: the ``__init__`` is written out so
+    that the compiled build runs it natively."""
+
     code: ReplyCode
     #: The relay whose ``right`` side is connected to the destination (``OK`` only).
-    relay: Relay | None = None
+    relay: Relay | None
     #: The client's early data left but no answer came: it may have reached the destination,
     #: so the client must get no reply code; ``code`` is what metrics and the access log say.
-    unanswered: bool = False
+    unanswered: bool
+
+    def __init__(
+        self, code: ReplyCode, relay: Relay | None = None, *, unanswered: bool = False
+    ) -> None:
+        self.code = code
+        self.relay = relay
+        self.unanswered = unanswered
 
     @property
     def retryable(self) -> bool:

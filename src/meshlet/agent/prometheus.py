@@ -26,32 +26,39 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
-class Counter:
-    """The value of a counter for one label set; it only goes up."""
+class _Sample:
+    """The value of a metric for one label set."""
 
-    TYPE: ClassVar[str] = "counter"
+    TYPE: ClassVar[str] = "untyped"
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value: float = 0
+        self.value: float = 0.0
+
+    def get(self) -> float:
+        return self.value
+
+
+class Counter(_Sample):
+    """The value of a counter for one label set; it only goes up."""
+
+    TYPE: ClassVar[str] = "counter"
+    __slots__ = ()
 
     def inc(self, amount: float = 1) -> None:
         if amount < 0:
             raise ValueError(f"a counter only goes up; cannot add {amount}")
         self.value += amount
 
-    def get(self) -> float:
-        return self.value
 
-
-class Gauge:
+class Gauge(_Sample):
     """The value of a gauge for one label set: set, moved up and down, or read at scrape time."""
 
     TYPE: ClassVar[str] = "gauge"
-    __slots__ = ("_read", "value")
+    __slots__ = ("_read",)
 
     def __init__(self) -> None:
-        self.value: float = 0
+        super().__init__()
         self._read: Callable[[], float] | None = None
 
     def inc(self, amount: float = 1) -> None:
@@ -71,7 +78,8 @@ class Gauge:
         return self.value if self._read is None else self._read()
 
 
-Sample = TypeVar("Sample", Counter, Gauge)
+#: A bound, not the constraint ``(Counter, Gauge)``, which mypyc cannot compile.
+Sample = TypeVar("Sample", bound=_Sample)
 
 
 class Family(Generic[Sample]):

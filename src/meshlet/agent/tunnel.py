@@ -115,16 +115,22 @@ OnOpen = Callable[[str, OpenRequest, Answer], None]
 ALPN_EARLY_DATA = "meshlet-tunnel/2"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class EarlyData:
     """What an opener may send right after OPEN, before the reply: bytes, then maybe EOF.
 
     :meth:`TunnelPool.open_stream` sets ``sent`` when the connection carried them with the OPEN
-    (tunnel protocol version 2); otherwise the caller sends them after OK as usual."""
+    (tunnel protocol version 2); otherwise the caller sends them after OK as usual. One per new
+    connection: the ``__init__`` is written out so that the compiled build runs it natively."""
 
-    data: bytes = b""
-    eof: bool = False
-    sent: bool = False
+    data: bytes
+    eof: bool
+    sent: bool
+
+    def __init__(self, data: bytes = b"", eof: bool = False, sent: bool = False) -> None:
+        self.data = data
+        self.eof = eof
+        self.sent = sent
 
 
 class TunnelError(Exception):

@@ -29,10 +29,10 @@ import contextlib
 import functools
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from meshlet.wire.handshake import HandshakeError, ReplyCode
+from meshlet.wire.handshake import REPLY_CODE_BY_VALUE, HandshakeError, ReplyCode
 from meshlet.wire.service_id import InvalidServiceId, parse_service_id
 
 __all__ = [
@@ -315,14 +315,25 @@ class FrameReader:
         return frame_type
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class OpenRequest:
-    """What the opener of a stream asks for: a service, the chosen endpoint, and metadata."""
+    """What the opener of a stream asks for: a service, the chosen endpoint, and metadata.
+
+    Not changed once made (route plans share one per endpoint). The ``__init__`` is written out,
+    not generated, so that the compiled build runs it natively (one per stream on both agents).
+    """
 
     service_id: str
     #: The endpoint workload chosen by the opener, ``"<namespace>/<name>"``.
     workload: str
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str]
+
+    def __init__(
+        self, service_id: str, workload: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.service_id = service_id
+        self.workload = workload
+        self.metadata = {} if metadata is None else metadata
 
 
 def encode_open(request: OpenRequest) -> bytes:
@@ -426,12 +437,10 @@ def decode_open_reply(payload: bytes | bytearray) -> ReplyCode:
     """Parse an OPEN_REPLY payload; raises :class:`HandshakeError` (GENERAL_FAILURE)."""
     if len(payload) != 2 or payload[0] != OPEN_VERSION:
         raise HandshakeError(ReplyCode.GENERAL_FAILURE, f"malformed open reply {payload!r}")
-    try:
-        return ReplyCode(payload[1])
-    except ValueError:
-        raise HandshakeError(
-            ReplyCode.GENERAL_FAILURE, f"open reply has unknown code {payload[1]}"
-        ) from None
+    code = REPLY_CODE_BY_VALUE.get(payload[1])
+    if code is None:
+        raise HandshakeError(ReplyCode.GENERAL_FAILURE, f"open reply has unknown code {payload[1]}")
+    return code
 
 
 def _take(payload: bytes | bytearray, pos: int, width: int) -> tuple[bytes | bytearray, int]:

@@ -24,6 +24,7 @@ from meshlet.wire.service_id import InvalidServiceId, ServiceId, parse_service_i
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "REPLY_CODE_BY_VALUE",
     "HandshakeError",
     "ReplyCode",
     "ReplyParser",
@@ -52,6 +53,10 @@ class ReplyCode(IntEnum):
     def meaning(self) -> str:
         return _MEANINGS[self]
 
+
+#: Reply codes by value. ``ReplyCode(value)`` runs the enum's lookup, interpreted Python even in
+#: the compiled build, and a code is decoded for every stream.
+REPLY_CODE_BY_VALUE: dict[int, ReplyCode] = {int(code): code for code in ReplyCode}
 
 _MEANINGS = {
     ReplyCode.OK: "tunnel established",
@@ -152,9 +157,9 @@ class ReplyParser:
             raise HandshakeError(
                 ReplyCode.GENERAL_FAILURE, f"agent replied with unknown protocol version {version}"
             )
-        try:
-            return ReplyCode(code)
-        except ValueError:
+        reply = REPLY_CODE_BY_VALUE.get(code)
+        if reply is None:
             raise HandshakeError(
                 ReplyCode.GENERAL_FAILURE, f"agent replied with unknown code {code}"
-            ) from None
+            )
+        return reply
