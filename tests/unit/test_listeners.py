@@ -15,40 +15,7 @@ from meshlet.agent.relay import Relay
 from meshlet.agent.tunnel import EarlyData
 from meshlet.wire.handshake import ReplyCode, encode_reply, encode_request
 
-
-class _Transport(asyncio.Transport):
-    """Keeps what is written to it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.eof = False
-        self.closing = False
-        self.protocol: asyncio.BaseProtocol | None = None
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def write_eof(self) -> None:
-        self.eof = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.protocol = protocol
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
+from .fakes import MemoryTransport
 
 
 class _Connector:
@@ -71,7 +38,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
 ) -> None:
     connector = _Connector()
     ctx = ClientContext(connector, AgentMetrics(), 10, 10, access_log=True)  # type: ignore[arg-type]
-    client = _Transport()
+    client = MemoryTransport()
     protocol = UpstreamProtocol(ctx, "demo/client", "echo.echo.demo")
     protocol.connection_made(client)
     first = b"GET / HTTP/1.1\r\n\r\n"
@@ -85,7 +52,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
     protocol.data_received(b" and more")
     protocol.eof_received()
     relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=None)
-    destination = _Transport()
+    destination = MemoryTransport()
     relay.right.connection_made(destination)
     connector.on_done(Outcome(ReplyCode.OK, relay))
 
@@ -99,7 +66,7 @@ async def test_bytes_held_while_establishing_reach_the_destination_once_in_order
 async def test_bytes_behind_the_request_leave_with_the_open_and_the_client_gets_its_reply() -> None:
     connector = _Connector()
     ctx = ClientContext(connector, AgentMetrics(), 10, 10, access_log=True)  # type: ignore[arg-type]
-    client = _Transport()
+    client = MemoryTransport()
     protocol = HandshakeProtocol(ctx, "demo/client")
     protocol.connection_made(client)
     protocol.data_received(encode_request("echo.echo.demo") + b"ping")
@@ -107,7 +74,7 @@ async def test_bytes_behind_the_request_leave_with_the_open_and_the_client_gets_
     assert connector.early is not None and connector.early.data == b"ping"
     connector.early.sent = True
     relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=None)
-    destination = _Transport()
+    destination = MemoryTransport()
     relay.right.connection_made(destination)
     connector.on_done(Outcome(ReplyCode.OK, relay))
     assert bytes(client.written) == encode_reply(ReplyCode.OK)

@@ -14,6 +14,8 @@ from meshlet.agent.local import LocalServices
 from meshlet.nodeconfig import Inbound, NodeConfig
 from meshlet.wire.handshake import ReplyCode
 
+from .fakes import MemoryTransport
+
 INBOUND = Inbound(service_id="http.web.demo", service="http", workload="demo/web", tcp_port=1)
 
 
@@ -107,26 +109,13 @@ async def test_connect_then_does_not_call_back_after_an_outside_cancel(
     assert codes == []
 
 
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-        self.protocol: asyncio.BaseProtocol | None = None
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.protocol = protocol
-
-    def close(self) -> None:
-        self.closed = True
-
-
 async def test_the_answer_comes_at_connection_made_with_the_transport_handed_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """OK is answered when the transport is made, not turns later when the task ends; the
     caller's protocol has the transport by then."""
     loop = asyncio.get_running_loop()
-    transport = _Transport()
+    transport = MemoryTransport()
     finished = asyncio.Event()
     made: list[asyncio.BaseTransport] = []
     answers: list[tuple[ReplyCode, bool, bool]] = []
@@ -160,7 +149,7 @@ async def test_a_cancel_in_the_turn_the_connect_succeeded_closes_the_connection(
     resumed, it does not leave the server connected: neither when the loop's connect has
     returned nor when it is still under way (it then closes its transport, as loops do)."""
     loop = asyncio.get_running_loop()
-    transport = _Transport()
+    transport = MemoryTransport()
     task: asyncio.Task[ReplyCode]
 
     async def connected(factory: Any, *args: Any) -> Any:
@@ -180,7 +169,7 @@ async def test_a_cancel_in_the_turn_the_connect_succeeded_closes_the_connection(
     task = asyncio.ensure_future(services().connect(INBOUND, asyncio.Protocol(), 5.0))
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert transport.closed
+    assert transport.closing
 
 
 def test_admission_follows_a_config_change() -> None:
@@ -210,7 +199,7 @@ async def test_a_cancel_in_the_turn_the_transport_is_made_hands_nothing_over(
     deadline or the agent stopping) in the turn it made the transport: the connection is
     closed, not handed to the protocol, and OK is not answered."""
     loop = asyncio.get_running_loop()
-    transport = _Transport()
+    transport = MemoryTransport()
     made: list[asyncio.BaseTransport] = []
 
     class P(asyncio.Protocol):
@@ -232,7 +221,7 @@ async def test_a_cancel_in_the_turn_the_transport_is_made_hands_nothing_over(
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0)
-    assert (codes, made, transport.closed) == ([], [], True)
+    assert (codes, made, transport.closing) == ([], [], True)
 
 
 async def test_a_connect_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,7 +230,7 @@ async def test_a_connect_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPat
     loop = asyncio.get_running_loop()
 
     async def connected(factory: Any, *args: Any) -> Any:
-        transport, protocol = _Transport(), factory()
+        transport, protocol = MemoryTransport(), factory()
         protocol.connection_made(transport)
         return transport, protocol
 

@@ -5,39 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import Any
 
 from meshlet.agent.relay import Relay
 
-
-class _Transport(asyncio.Transport):
-    """Keeps its protocol, as a tunnel stream does, and what is written to it."""
-
-    def __init__(self, protocol: asyncio.Protocol) -> None:
-        super().__init__()
-        self.protocol = protocol
-        self.written = bytearray()
-        self.eof = False
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def write_eof(self) -> None:
-        self.eof = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
+from .fakes import MemoryTransport
 
 
-def _connect(protocol: asyncio.Protocol) -> _Transport:
-    transport = _Transport(protocol)
+def _connect(protocol: asyncio.Protocol) -> MemoryTransport:
+    transport = MemoryTransport(protocol)
     protocol.connection_made(transport)
     return transport
 

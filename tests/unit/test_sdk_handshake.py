@@ -19,6 +19,8 @@ from meshlet.sdk.errors import rejection_for
 from meshlet.sdk.handover import HandshakeProtocol
 from meshlet.wire.handshake import ReplyCode, RequestParser, encode_reply, encode_request
 
+from .fakes import MemoryTransport
+
 ECHO = "echo.echo.demo"
 REQUEST = b"GET / HTTP/1.1\r\nHost: echo\r\n\r\n"
 
@@ -61,32 +63,6 @@ def test_an_invalid_service_id_is_refused_before_any_early_data_is_sent(service_
 # --- the asyncio protocol ------------------------------------------------------------------
 
 
-class FakeTransport(asyncio.Transport):
-    """Records writes and protocol switches; no socket behind it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.protocol: asyncio.BaseProtocol | None = None
-        self.closed = False
-
-    def write(self, data: Any) -> None:
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self.protocol is not None
-        return self.protocol
-
-
 class Recorder(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.BaseTransport | None = None
@@ -95,7 +71,7 @@ class Recorder(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        assert isinstance(transport, FakeTransport)
+        assert isinstance(transport, MemoryTransport)
         self.writes_before = len(transport.writes)
 
     def data_received(self, data: bytes) -> None:
@@ -142,13 +118,13 @@ class Made:
 
 def start(
     factory: Made, early: bytes = b"", timeout: float = 10.0, room: int | None = None
-) -> tuple[HandshakeProtocol[asyncio.BaseProtocol], FakeTransport, FullSocket]:
+) -> tuple[HandshakeProtocol[asyncio.BaseProtocol], MemoryTransport, FullSocket]:
     """A handshake on a socket with ``room`` bytes of buffer (default: all of it)."""
     first = encode_handshake(ECHO, early)
     handshake = HandshakeProtocol(ECHO, first, len(first) - len(early), factory, timeout)
     sock = FullSocket(len(first) if room is None else room)
     handshake.send_first(sock)  # type: ignore[arg-type]
-    transport = FakeTransport()
+    transport = MemoryTransport()
     handshake.connection_made(transport)
     return handshake, transport, sock
 
@@ -195,7 +171,7 @@ async def test_ok_hands_the_transport_and_the_bytes_after_the_reply_to_the_proto
     assert transport.protocol is recorder
     assert recorder.transport is transport
     assert recorder.data == b"HTTP/1.1 200 OK\r\n"
-    assert not transport.closed
+    assert not transport.closing
 
 
 async def test_a_buffered_protocol_gets_the_bytes_after_the_reply_through_its_buffers() -> None:
@@ -219,7 +195,7 @@ async def test_a_refusal_raises_its_typed_error_and_never_makes_the_protocol(
         await handshake.done
     assert info.value.code is code
     assert factory.calls == 0
-    assert transport.closed
+    assert transport.closing
 
 
 @pytest.mark.parametrize(
@@ -247,7 +223,7 @@ async def test_no_reply_within_the_handshake_timeout_raises_handshake_timeout() 
     handshake, transport, _ = start(Made(Recorder()), timeout=0.01)
     with pytest.raises(sdk.HandshakeTimeout, match=ECHO):
         await handshake.done
-    assert transport.closed
+    assert transport.closing
 
 
 async def test_a_failing_protocol_factory_fails_the_connection_with_its_error() -> None:
@@ -256,15 +232,15 @@ async def test_a_failing_protocol_factory_fails_the_connection_with_its_error() 
 
     first = encode_handshake(ECHO)
     handshake = HandshakeProtocol(ECHO, first, len(first), broken, 10.0)
-    transport = FakeTransport()
+    transport = MemoryTransport()
     handshake.connection_made(transport)
     handshake.data_received(encode_reply(ReplyCode.OK))
     with pytest.raises(RuntimeError, match="no protocol today"):
         await handshake.done
-    assert transport.closed
+    assert transport.closing
 
 
-class ClosingTransport(FakeTransport):
+class ClosingTransport(MemoryTransport):
     """Reports the loss to its protocol on close, one turn later, as a socket transport does."""
 
     def __init__(self, protocol: asyncio.BaseProtocol) -> None:
@@ -272,8 +248,8 @@ class ClosingTransport(FakeTransport):
         self.protocol = protocol
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
+        if not self.closing:
+            self.closing = True
             assert self.protocol is not None
             asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
@@ -315,7 +291,7 @@ async def test_cancelling_create_connection_leaves_no_unretrieved_error(
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.sleep(0.01)  # connection_lost
-        assert transports[0].closed
+        assert transports[0].closing
         del task, transports[:]
         gc.collect()  # an unretrieved exception is reported when its future is collected
     finally:
