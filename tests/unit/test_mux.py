@@ -201,6 +201,64 @@ def test_flow_control_stops_at_the_window_and_resumes_on_acknowledge() -> None:
     assert wire.dialer.send_buffered(sid) == 0
 
 
+def test_small_writes_waiting_for_window_leave_as_one_frame() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"w" * INITIAL_WINDOW)
+    for i in range(100):
+        wire.dialer.send_data(sid, bytes([i]) * 10)
+    wire.take()
+    assert wire.dialer.send_buffered(sid) == 1000
+    wire.acceptor.acknowledge(sid, INITIAL_WINDOW)
+    _, acceptor = wire.take()
+    assert acceptor == [DataReceived(sid, b"".join(bytes([i]) * 10 for i in range(100)))]
+
+
+def test_a_large_write_waiting_for_window_is_sent_uncopied() -> None:
+    wire = Wire()
+    sid = wire.open()
+    wire.dialer.send_data(sid, b"w" * INITIAL_WINDOW)
+    big = b"b" * (64 * 1024)
+    wire.dialer.send_data(sid, big)
+    wire.take()
+    wire.acceptor.acknowledge(sid, INITIAL_WINDOW)
+    wire.dialer.receive_data(wire.acceptor.data_to_send())  # the WINDOW_UPDATE
+    buffers = wire.dialer.buffers_to_send()
+    assert any(buffer is big for buffer in buffers)
+    assert wire.dialer.send_buffered(sid) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 300_000), min_size=1, max_size=12),
+    st.lists(st.booleans(), min_size=1, max_size=12),
+)
+def test_bytes_queued_behind_the_window_arrive_intact(
+    sizes: list[int], acknowledge_now: list[bool]
+) -> None:
+    """Writes of any size, some held back by the window and sent in pieces as it reopens."""
+    wire = Wire()
+    sid = wire.open()
+    writes = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    received = bytearray()
+    unacknowledged = 0
+    for step in range(10_000):
+        if writes:
+            wire.dialer.send_data(sid, writes.pop(0))
+        _, acceptor = wire.take()
+        for event in acceptor:
+            if isinstance(event, DataReceived):
+                assert len(event.data) <= MAX_DATA_PAYLOAD
+                received += event.data
+                unacknowledged += len(event.data)
+        if unacknowledged and (acknowledge_now[step % len(acknowledge_now)] or not writes):
+            wire.acceptor.acknowledge(sid, unacknowledged)
+            unacknowledged = 0
+        if not writes and not wire.dialer.send_buffered(sid) and not unacknowledged:
+            break
+    assert received == b"".join(bytes([n % 251]) * size for n, size in enumerate(sizes))
+
+
 def test_a_blocked_stream_does_not_block_another() -> None:
     wire = Wire()
     slow, fast = wire.open(), wire.open()
