@@ -59,6 +59,25 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _per_run(results: Results, keys: tuple[str, ...], name: str) -> dict[int, dict[str, float]]:
+    """``name``'s figure of each of ``keys``, by run number."""
+    per_run: dict[int, dict[str, float]] = {}
+    for run in results.get("runs", []):
+        value, number = run.get(name), run.get("run")
+        if run.get("key") in keys and isinstance(value, int | float) and number is not None:
+            per_run.setdefault(number, {})[run["key"]] = float(value)
+    return per_run
+
+
+def paired_ratios(results: Results, key: str, base: str, name: str) -> list[float]:
+    """``key``'s figure divided by ``base``'s, within each run that measured both."""
+    return [
+        pair[key] / pair[base]
+        for pair in _per_run(results, (key, base), name).values()
+        if key in pair and pair.get(base)
+    ]
+
+
 def paired_ratio(results: Results, key: str, base: str, name: str) -> float | None:
     """The median over runs of ``key``'s figure divided by ``base``'s in the same run.
 
@@ -66,15 +85,17 @@ def paired_ratio(results: Results, key: str, base: str, name: str) -> float | No
     the same conditions; the shared machine drifts between runs by more than the differences the
     targets ask about. Falls back to the ratio of the medians for results without runs.
     """
-    per_run: dict[int, dict[str, float]] = {}
-    for run in results.get("runs", []):
-        value, number = run.get(name), run.get("run")
-        if run.get("key") in (key, base) and isinstance(value, int | float) and number is not None:
-            per_run.setdefault(number, {})[run["key"]] = float(value)
-    ratios = [pair[key] / pair[base] for pair in per_run.values() if key in pair and pair.get(base)]
+    ratios = paired_ratios(results, key, base, name)
     if not ratios:
         return _ratio(_get(results, key, name), _get(results, base, name))
     return statistics.median(ratios)
+
+
+def _spread(values: list[float], digits: int, suffix: str = "") -> str:
+    """`` (per run 1.12–1.36×)``: the range over the runs, or nothing for fewer than two."""
+    if len(values) < 2:
+        return ""
+    return f" (per run {min(values):.{digits}f}–{max(values):.{digits}f}{suffix})"
 
 
 def _rows(results: Results) -> list[tuple[str, str, str]]:
@@ -221,20 +242,24 @@ def _vs_haproxy(
     tool = "py" if load == "bulk" else "wrk"
 
     def check(results: Results) -> tuple[str, bool | None]:
-        ratio = paired_ratio(results, f"meshlet/{tool}/{load}", f"haproxy/{tool}/{load}", name)
+        key, base = f"meshlet/{tool}/{load}", f"haproxy/{tool}/{load}"
+        ratio = paired_ratio(results, key, base, name)
         if ratio is None:
             return "not measured", None
         met = ratio >= factor if higher_is_better else ratio <= factor
-        return f"{ratio:.2f}× haproxy pair", met
+        spread = _spread(paired_ratios(results, key, base, name), 2, "×")
+        return f"{ratio:.2f}× haproxy pair{spread}", met
 
     return check
 
 
 def _setup_p50(results: Results) -> tuple[str, bool | None]:
-    p50 = _get(results, "meshlet/wrk/close1", "p50_ms")
+    key = "meshlet/wrk/close1"
+    p50 = _get(results, key, "p50_ms")
     if p50 is None:
         return "not measured", None
-    return f"{p50:.3f} ms", p50 <= 0.3
+    runs = [run[key] for run in _per_run(results, (key,), "p50_ms").values()]
+    return f"{p50:.3f} ms{_spread(runs, 3, ' ms')}", p50 <= 0.3
 
 
 def _agent_rss(results: Results) -> tuple[str, bool | None]:
@@ -348,7 +373,8 @@ def markdown(results: Results, results_file: str) -> str:
         f"{s['runs']} interleaved runs; keep-alive {s['keepalive_s']:g} s and new connections "
         f"{s['close_s']:g} s with {s['connections']} connections, one at a time "
         f"{s['close1_s']:g} s, bulk {s['bulk_count']} × 64 MiB. Ratios and targets are "
-        f"medians of the ratios within each run. meshlet's access log: {access_log}.",
+        f"medians of the ratios within each run (the targets give their range over the runs). "
+        f"meshlet's access log: {access_log}.",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, {m['os']}. "
         f"Versions: Python {v['python']}, HAProxy {v['haproxy']}, nginx {v['nginx']}, "
         f"wrk {v['wrk']}, meshlet `{v['meshlet']}` ({build} data path).",

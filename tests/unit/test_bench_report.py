@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import markdown, paired_ratio
+from bench.report import markdown, paired_ratio, targets_table
 
 _RESULTS = Path(__file__).parents[2] / "bench" / "results"
 
@@ -61,3 +61,24 @@ def test_the_report_says_which_build_of_the_data_path_ran() -> None:
     assert "(pure Python data path)" in markdown(results, "r.json")
     results["versions"]["meshlet_build"] = "compiled"
     assert "(compiled data path)" in markdown(results, "r.json")
+
+
+def test_the_targets_table_shows_the_spread_over_runs() -> None:
+    results = json.loads((_RESULTS / "2026-11-23T131042Z.json").read_text())
+    measured = {row[0]: row[2] for row in targets_table(results)[2]}
+    assert measured["new connection per request, req/s"] == (
+        "5.82× haproxy pair (per run 5.15–6.14×)"
+    )
+    assert measured["new connection one at a time, p50"] == "0.544 ms (per run 0.457–0.613 ms)"
+
+
+def test_a_single_run_shows_no_spread() -> None:
+    results = {
+        "runs": [
+            {"key": "meshlet/wrk/keepalive", "run": 0, "req_s": 110.0},
+            {"key": "haproxy/wrk/keepalive", "run": 0, "req_s": 100.0},
+        ],
+        "medians": {},
+    }
+    measured = {row[0]: row[2] for row in targets_table(results)[2]}
+    assert measured["keep-alive req/s"] == "1.10× haproxy pair"
