@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -257,6 +259,21 @@ def test_bytes_queued_behind_the_window_arrive_intact(
         if not writes and not wire.dialer.send_buffered(sid) and not unacknowledged:
             break
     assert received == b"".join(bytes([n % 251]) * size for n, size in enumerate(sizes))
+
+
+def test_an_idle_open_stream_costs_a_session_little_memory() -> None:
+    """Agents hold a stream per idle connection (a target: at most 20 MB per 1,000 connections);
+    the session's part stays small (an eager send queue once cost ~0.75 KB per stream)."""
+    session = Session(client=True)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            session.open_stream(REQUEST)
+        per_stream = (tracemalloc.get_traced_memory()[0] - before) / 1000
+    finally:
+        tracemalloc.stop()
+    assert per_stream < 512
 
 
 def test_a_blocked_stream_does_not_block_another() -> None:

@@ -231,18 +231,23 @@ class _SendQueue:
     __slots__ = ("_chunks", "_sent", "size")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes | memoryview] = deque()
+        # Made on first use: most streams never wait for window, and an empty deque costs about
+        # 600 bytes (0.6 MB per 1,000 idle connections on each agent).
+        self._chunks: deque[bytes | memoryview] | None = None
         self._sent = 0  # bytes of the first chunk already taken
         self.size = 0
 
     def append(self, data: bytes | memoryview) -> None:
         """Queues ``data``, which must not change afterwards."""
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(data)
         self.size += len(data)
 
     def take(self, limit: int) -> bytes | memoryview:
         """Up to ``limit`` (> 0) bytes from the front of a queue that is not empty."""
         chunks = self._chunks
+        assert chunks is not None
         count = min(len(chunks[0]) - self._sent, limit)
         if count >= _NO_JOIN_MIN or count == limit or len(chunks) == 1:
             return self._advance(count)
@@ -257,14 +262,16 @@ class _SendQueue:
 
     def _advance(self, count: int) -> bytes | memoryview:
         """The next ``count`` bytes of the first chunk, taken off the queue."""
-        chunk = self._chunks[0]
+        chunks = self._chunks
+        assert chunks is not None
+        chunk = chunks[0]
         start = self._sent
         end = start + count
         self.size -= count
         if end < len(chunk):
             self._sent = end
         else:
-            self._chunks.popleft()
+            chunks.popleft()
             self._sent = 0
             if start == 0:
                 return chunk
