@@ -14,7 +14,9 @@ from setuptools import Extension, setup
 #: What every relayed chunk and every new connection runs through on an agent.
 COMPILED = [
     "meshlet/wire/frames.py",
+    "meshlet/wire/handshake.py",
     "meshlet/wire/mux.py",
+    "meshlet/wire/service_id.py",
     "meshlet/agent/balancer.py",
     "meshlet/agent/connections.py",
     "meshlet/agent/deadlines.py",

@@ -8,10 +8,13 @@ from typing import Any
 
 class MemoryTransport(asyncio.Transport):
     """A transport that keeps its protocol and what is done to it: the bytes written (all of
-    them in ``written``, each write in ``writes``), EOF, and whether it was closed."""
+    them in ``written``, each write in ``writes``), EOF, and whether it was closed. ``extra`` is
+    what ``get_extra_info`` answers."""
 
-    def __init__(self, protocol: asyncio.BaseProtocol | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, protocol: asyncio.BaseProtocol | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(extra)
         self.protocol = protocol
         self.written = bytearray()
         self.writes: list[bytes] = []
@@ -46,3 +49,14 @@ class MemoryTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closing = True
+
+
+class OptionsSocket:
+    """Stands for the socket behind a transport: its family, and the options set on it."""
+
+    def __init__(self, family: int) -> None:
+        self.family = family
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))

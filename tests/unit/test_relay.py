@@ -1,14 +1,19 @@
 """A relay's end: on_close once, nothing of the connection left for the garbage collector, and a
-side that connects too late is closed. Driven with in-memory transports."""
+side that connects too late is closed; a Unix socket that backs up gets a wider send buffer.
+Driven with in-memory transports."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+
+import pytest
 
 from meshlet.agent.relay import Relay
+from meshlet.agent.sockopts import UNIX_SEND_BUFFER
 
-from .fakes import MemoryTransport
+from .fakes import MemoryTransport, OptionsSocket
 
 
 def _connect(protocol: asyncio.Protocol) -> MemoryTransport:
@@ -59,3 +64,26 @@ async def test_a_side_that_connects_after_the_relay_ended_is_closed() -> None:
     relay.right.connection_lost(None)
     assert closed == [relay], "on_close runs once"
     assert bytes(late.written) == b""
+
+
+@pytest.mark.parametrize(("family", "widened"), [(socket.AF_UNIX, True), (socket.AF_INET, False)])
+async def test_the_first_pause_widens_a_unix_sockets_send_buffer_once(
+    family: int, widened: bool
+) -> None:
+    """A Unix socket's default send buffer made bulk through the client socket pause and resume
+    several times per MiB; TCP sizes its own buffers, which SO_SNDBUF would switch off."""
+    relay = Relay(loop=asyncio.get_running_loop(), idle_timeout=None, on_close=None)
+    sock = OptionsSocket(family)
+    client = MemoryTransport(relay.left, {"socket": sock})
+    relay.left.connection_made(client)
+    _connect(relay.right)
+
+    def send_buffer_options() -> list[tuple[int, int, int]]:
+        return [option for option in sock.options if option[1] == socket.SO_SNDBUF]
+
+    assert send_buffer_options() == [], "a connection that never backs up is left alone"
+    for _ in range(3):
+        relay.left.pause_writing()
+        relay.left.resume_writing()
+    wide = (socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
+    assert send_buffer_options() == ([wide] if widened else [])

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from meshlet.sdk.paths import client_socket_path, resolve_meshlet_dir, server_socket_path
+from meshlet.sdk.paths import (
+    client_socket_file,
+    client_socket_path,
+    resolve_meshlet_dir,
+    server_socket_path,
+)
 
 
 def test_explicit_dir_wins_over_environment() -> None:
@@ -27,6 +32,23 @@ def test_client_socket_is_client_meshless_under_the_workload_dir() -> None:
         "/run/demo/c/client/meshless"
     )
     assert client_socket_path(None, {}) == Path("/meshlet/client/meshless")
+
+
+@pytest.mark.parametrize(
+    ("meshlet_dir", "environ"),
+    [
+        ("/w", {"MESHLET_DIR": "/env"}),
+        (Path("/w/"), {}),
+        (None, {"MESHLET_DIR": "/env"}),
+        (None, {}),
+    ],
+)
+def test_client_socket_file_is_the_client_socket_path_as_text(
+    meshlet_dir: str | Path | None, environ: dict[str, str]
+) -> None:
+    text = client_socket_file(meshlet_dir, environ)
+    assert isinstance(text, str)
+    assert Path(text) == client_socket_path(meshlet_dir, environ)
 
 
 def test_server_socket_is_server_slash_service() -> None:

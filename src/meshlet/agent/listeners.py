@@ -30,8 +30,6 @@ the handshake for that service. There is no reply to send: on failure the connec
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -62,10 +60,6 @@ class ClientContext:
     #: Handshake timeouts, on shared timers (a ``call_later`` and its cancel per connection
     #: cost ~2.3 us, these ~0.5 us; a stalled handshake is closed up to 50 ms later).
     deadlines: Deadlines = field(default_factory=Deadlines)
-
-
-#: Send buffer of accepted client-socket connections (see HandshakeProtocol.connection_made).
-_CLIENT_SEND_BUFFER = 1 << 20
 
 
 class _Establishing(asyncio.Protocol):
@@ -163,14 +157,8 @@ class HandshakeProtocol(_Establishing):
         self._timer: Deadline | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The relay widens the socket's send buffer if its writes ever back up (sockopts).
         self._transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # A Unix socket's default send buffer (~208 KiB) made the relay pause and resume
-            # the tunnel stream several times per MiB; 1 MiB took the handshake path's bulk
-            # from 0.84-0.92x to 0.95-0.96x the TCP listener path's (docs/performance.md).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _CLIENT_SEND_BUFFER)
         ctx = self._ctx
         if ctx.pending >= ctx.max_pending:
             ctx.metrics.handshakes_dropped.labels("limit").inc()

@@ -11,6 +11,8 @@ connected transport through :meth:`Relay.attach_left` / :meth:`Relay.attach_righ
   written when it connects.
 - Backpressure: when a side's transport calls ``pause_writing`` (its buffer is full), the other
   side's transport stops reading until ``resume_writing``. Nothing is buffered in the relay.
+  The first pause of a Unix socket's transport also widens its kernel send buffer
+  (:func:`~meshlet.agent.sockopts.widen_unix_send_buffer`).
 - Half-close: EOF on one side becomes ``write_eof`` on the other, and the other direction keeps
   flowing. When both sides have seen EOF, or either connection is lost, or :meth:`Relay.close`
   is called, both transports are closed; ``on_close(relay)`` runs exactly once, when every
@@ -35,7 +37,7 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from meshlet.agent.sockopts import set_nodelay
+from meshlet.agent.sockopts import set_nodelay, widen_unix_send_buffer
 
 __all__ = ["Relay"]
 
@@ -49,7 +51,7 @@ class _Side(asyncio.Protocol):
     ``relay`` and ``peer`` are None once the relay has ended (see the module documentation):
     a side that connects after that closes its transport at once."""
 
-    __slots__ = ("count", "early", "eof", "lost", "peer", "relay", "transport")
+    __slots__ = ("count", "early", "eof", "lost", "paused_once", "peer", "relay", "transport")
 
     def __init__(self, relay: Relay) -> None:
         self.relay: Relay | None = relay
@@ -58,6 +60,7 @@ class _Side(asyncio.Protocol):
         self.early: bytearray | None = None  # received before the peer was connected
         self.eof = False
         self.lost = False
+        self.paused_once = False
         self.count = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,6 +116,10 @@ class _Side(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
+        if not self.paused_once:
+            self.paused_once = True
+            if self.transport is not None:
+                widen_unix_send_buffer(self.transport)
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.pause_reading()

@@ -47,7 +47,7 @@ from meshlet.sdk.errors import (
     rejection_for,
 )
 from meshlet.sdk.handover import HandshakeProtocol
-from meshlet.sdk.paths import client_socket_path
+from meshlet.sdk.paths import client_socket_file
 from meshlet.wire.handshake import HandshakeError, ReplyCode, ReplyParser, encode_request
 
 __all__ = [
@@ -89,7 +89,7 @@ def connect(
     ``handshake_timeout``.
     """
     first_write = encode_handshake(service_id, early_data)
-    path = str(client_socket_path(meshlet_dir))
+    path = client_socket_file(meshlet_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         _connect_unix(sock, path, connect_timeout)
@@ -132,7 +132,7 @@ async def create_connection(
     connection.
     """
     first_write = encode_handshake(service_id, early_data)
-    path = str(client_socket_path(meshlet_dir))
+    path = client_socket_file(meshlet_dir)
     handshake = HandshakeProtocol(
         service_id,
         first_write,
@@ -144,11 +144,13 @@ async def create_connection(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        async with asyncio.timeout(connect_timeout):
-            # Not asyncio's own connect: on EAGAIN it waits for writability, which a Unix
-            # socket reports at once, and then hands out a socket that is not connected.
-            while not _try_connect(sock, path):
-                await asyncio.sleep(_BACKLOG_RETRY_DELAY)
+        # Not asyncio's own connect: on EAGAIN it waits for writability, which a Unix socket
+        # reports at once, and then hands out a socket that is not connected. The timeout is
+        # set up only for that wait: a connect that succeeds at once, nearly every one, saves it.
+        if not _try_connect(sock, path):
+            async with asyncio.timeout(connect_timeout):
+                while not _try_connect(sock, path):
+                    await asyncio.sleep(_BACKLOG_RETRY_DELAY)
         handshake.send_first(sock)
         transport, _ = await loop.create_unix_connection(lambda: handshake, sock=sock)
     except TimeoutError:

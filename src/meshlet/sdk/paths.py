@@ -23,6 +23,7 @@ __all__ = [
     "CLIENT_SOCKET",
     "DEFAULT_MESHLET_DIR",
     "ENV_VAR",
+    "client_socket_file",
     "client_socket_path",
     "resolve_meshlet_dir",
     "server_socket_path",
@@ -31,6 +32,7 @@ __all__ = [
 ENV_VAR = "MESHLET_DIR"
 DEFAULT_MESHLET_DIR = "/meshlet"
 CLIENT_SOCKET = Path("client") / "meshless"
+_CLIENT_SOCKET = os.fspath(CLIENT_SOCKET)
 
 
 def resolve_meshlet_dir(
@@ -38,11 +40,7 @@ def resolve_meshlet_dir(
     environ: Mapping[str, str] | None = None,
 ) -> Path:
     """The workload directory: the argument, else ``$MESHLET_DIR``, else ``/meshlet``."""
-    if meshlet_dir is not None:
-        return Path(meshlet_dir)
-    env = os.environ if environ is None else environ
-    # An empty MESHLET_DIR is treated as unset, like most path variables.
-    return Path(env.get(ENV_VAR) or DEFAULT_MESHLET_DIR)
+    return Path(_meshlet_dir(meshlet_dir, environ))
 
 
 def client_socket_path(
@@ -50,7 +48,26 @@ def client_socket_path(
     environ: Mapping[str, str] | None = None,
 ) -> Path:
     """``<dir>/client/meshless``."""
-    return resolve_meshlet_dir(meshlet_dir, environ) / CLIENT_SOCKET
+    return Path(client_socket_file(meshlet_dir, environ))
+
+
+def client_socket_file(
+    meshlet_dir: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """:func:`client_socket_path` as a string, made without ``pathlib``: the SDK needs it on
+    every connect, where building a ``Path`` cost more than the rest of the client's setup."""
+    return os.path.join(_meshlet_dir(meshlet_dir, environ), _CLIENT_SOCKET)
+
+
+def _meshlet_dir(
+    meshlet_dir: str | os.PathLike[str] | None, environ: Mapping[str, str] | None
+) -> str:
+    if meshlet_dir is not None:
+        return os.fspath(meshlet_dir)
+    env = os.environ if environ is None else environ
+    # An empty MESHLET_DIR is treated as unset, like most path variables.
+    return env.get(ENV_VAR) or DEFAULT_MESHLET_DIR
 
 
 def server_socket_path(
