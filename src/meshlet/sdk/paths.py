@@ -56,7 +56,8 @@ def client_socket_file(
     environ: Mapping[str, str] | None = None,
 ) -> str:
     """:func:`client_socket_path` as a string, made without ``pathlib``: the SDK needs it on
-    every connect, where building a ``Path`` cost more than the rest of the client's setup."""
+    every connect, and building a ``Path`` there was about a seventh of the client's CPU per
+    connection (cProfile, docs/performance.md)."""
     return os.path.join(_meshlet_dir(meshlet_dir, environ), _CLIENT_SOCKET)
 
 
